@@ -37,6 +37,7 @@ pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
 pkg_check_modules(LIBBPF REQUIRED IMPORTED_TARGET libbpf>=1.1)
 pkg_check_modules(CMOCKA REQUIRED IMPORTED_TARGET cmocka)
 pkg_check_modules(MHD REQUIRED IMPORTED_TARGET libmicrohttpd)
+pkg_check_modules(JSONC REQUIRED IMPORTED_TARGET json-c)
 
 find_path(LIBEV_INCLUDE_DIR ev.h REQUIRED)
 find_library(LIBEV_LIBRARY ev REQUIRED)

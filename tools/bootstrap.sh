@@ -63,7 +63,7 @@ APT_PACKAGES=(
     libev-dev protobuf-c-compiler libprotobuf-c-dev libzstd-dev zstd
     libpq-dev postgresql-15 postgresql-client-15
     libbpf-dev bpftool clang llvm libclang-rt-14-dev libelf-dev zlib1g-dev
-    libcmocka-dev libmicrohttpd-dev
+    libcmocka-dev libmicrohttpd-dev libjson-c-dev
     openssl iproute2 nftables clang-format
 )
 # From bookworm-backports (bookworm's own are too old).
