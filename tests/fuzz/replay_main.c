@@ -15,7 +15,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Seed files are small; anything bigger is not a seed. */
-#define MAX_INPUT (8u << 20)
+#define REPLAY_MAX_INPUT (8u << 20)
 
 static int run_file(const char *path)
 {
@@ -24,12 +24,12 @@ static int run_file(const char *path)
         fprintf(stderr, "replay: cannot open %s: %s\n", path, strerror(errno));
         return -1;
     }
-    uint8_t *buf = malloc(MAX_INPUT);
+    uint8_t *buf = malloc(REPLAY_MAX_INPUT);
     if (!buf) {
         fclose(f);
         return -1;
     }
-    size_t n = fread(buf, 1, MAX_INPUT, f);
+    size_t n = fread(buf, 1, REPLAY_MAX_INPUT, f);
     fclose(f);
     /* Copy to an exact-size buffer so ASan catches reads past the end. */
     uint8_t *exact = malloc(n ? n : 1);

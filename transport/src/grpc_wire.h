@@ -45,7 +45,7 @@ void grpc_deframer_free(struct grpc_deframer *d);
  * grpc_deframer_feed consumes up to len bytes and stops right after the first
  * complete message, so the caller can apply backpressure between messages.
  * Returns the number of bytes consumed (>= 0) and sets *pdone = 1 when a
- * message is complete; then *pmsg/*pmsglen/*pcompressed describe it (valid
+ * message is complete; then *pmsg, *pmsglen and *pcompressed describe it (valid
  * until the next feed or free). Errors: AEGIS_ERR_TOO_LARGE (declared length
  * over max_message), AEGIS_ERR_MALFORMED (compressed flag not 0 or 1),
  * -ENOMEM. After an error the deframer is unusable.

@@ -1,0 +1,31 @@
+#include <aegis/grpc_status.h>
+
+#include <stddef.h>
+
+/* Names as in https://grpc.github.io/grpc/core/md_doc_statuscodes.html. */
+static const char *const names[AEGIS_GRPC_STATUS_MAX + 1] = {
+    [AEGIS_GRPC_OK] = "OK",
+    [AEGIS_GRPC_CANCELLED] = "CANCELLED",
+    [AEGIS_GRPC_UNKNOWN] = "UNKNOWN",
+    [AEGIS_GRPC_INVALID_ARGUMENT] = "INVALID_ARGUMENT",
+    [AEGIS_GRPC_DEADLINE_EXCEEDED] = "DEADLINE_EXCEEDED",
+    [AEGIS_GRPC_NOT_FOUND] = "NOT_FOUND",
+    [AEGIS_GRPC_ALREADY_EXISTS] = "ALREADY_EXISTS",
+    [AEGIS_GRPC_PERMISSION_DENIED] = "PERMISSION_DENIED",
+    [AEGIS_GRPC_RESOURCE_EXHAUSTED] = "RESOURCE_EXHAUSTED",
+    [AEGIS_GRPC_FAILED_PRECONDITION] = "FAILED_PRECONDITION",
+    [AEGIS_GRPC_ABORTED] = "ABORTED",
+    [AEGIS_GRPC_OUT_OF_RANGE] = "OUT_OF_RANGE",
+    [AEGIS_GRPC_UNIMPLEMENTED] = "UNIMPLEMENTED",
+    [AEGIS_GRPC_INTERNAL] = "INTERNAL",
+    [AEGIS_GRPC_UNAVAILABLE] = "UNAVAILABLE",
+    [AEGIS_GRPC_DATA_LOSS] = "DATA_LOSS",
+    [AEGIS_GRPC_UNAUTHENTICATED] = "UNAUTHENTICATED",
+};
+
+const char *aegis_grpc_status_name(int status)
+{
+    if (status < 0 || status > AEGIS_GRPC_STATUS_MAX)
+        return "UNKNOWN_STATUS";
+    return names[status];
+}
