@@ -1,11 +1,13 @@
 #include <aegis/err.h>
 
-#include <cmocka.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+
+/* cmocka needs the headers above first. */
+#include <cmocka.h>
 
 static void domain_codes_have_messages(void **state)
 {

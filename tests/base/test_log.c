@@ -1,12 +1,14 @@
 #include <aegis/log.h>
 #include <aegis/tstamp.h>
 
-#include <cmocka.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+
+/* cmocka needs the headers above first. */
+#include <cmocka.h>
 
 struct capture {
     int calls;

@@ -1,10 +1,12 @@
 #include <aegis/mem.h>
 
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+
+/* cmocka needs the headers above first. */
+#include <cmocka.h>
 
 static void default_allocator_works(void **state)
 {
