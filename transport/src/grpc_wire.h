@@ -27,13 +27,13 @@ void grpc_frame_header(uint8_t out[GRPC_FRAME_HEADER_LEN], int compressed, uint3
  */
 struct grpc_deframer {
     const struct aegis_mem *mem;
-    size_t max_message;   /* a declared length above this -> AEGIS_ERR_TOO_LARGE */
+    size_t max_message; /* a declared length above this -> AEGIS_ERR_TOO_LARGE */
     uint8_t hdr[GRPC_FRAME_HEADER_LEN];
     size_t hdr_have;
-    uint8_t *buf;         /* message body being assembled */
+    uint8_t *buf; /* message body being assembled */
     size_t buf_cap;
-    size_t want;          /* declared length of the current message */
-    size_t have;          /* bytes of it received so far */
+    size_t want; /* declared length of the current message */
+    size_t have; /* bytes of it received so far */
     int compressed;
     int in_body;
 };
