@@ -39,7 +39,7 @@ enum aegis_cert_role {
     AEGIS_ROLE_SERVER = 1,   /* digitalSignature, serverAuth, SANs required */
     AEGIS_ROLE_AGENT = 2,    /* digitalSignature, clientAuth */
     AEGIS_ROLE_OPERATOR = 3, /* digitalSignature, clientAuth */
-    AEGIS_ROLE_SELF = 4,     /* self-signed leaf, digitalSignature, clientAuth (enrollment bootstrap) */
+    AEGIS_ROLE_SELF = 4, /* self-signed leaf, digitalSignature, clientAuth (enrollment bootstrap) */
 };
 
 /* "sha256//" + 44 base64 characters + NUL */
@@ -96,19 +96,19 @@ struct aegis_cert_spec {
  */
 int aegis_cert_issue(const struct aegis_mem *mem, const struct aegis_cert_spec *spec,
                      const uint8_t *subject_spki_der, size_t spki_len,
-                     const struct aegis_key *issuer_key, const char *issuer_cert_pem,
-                     char **ppem, size_t *plen);
+                     const struct aegis_key *issuer_key, const char *issuer_cert_pem, char **ppem,
+                     size_t *plen);
 
 /* Facts read from a certificate (first certificate of a PEM, or DER). */
 struct aegis_cert_info {
     uint8_t spki_sha256[AEGIS_SPKI_SHA256_LEN];
-    char pin[AEGIS_PIN_STRLEN];     /* sha256//base64 of the SPKI */
+    char pin[AEGIS_PIN_STRLEN]; /* sha256//base64 of the SPKI */
     char subject_cn[65];
-    char subject_ou[65];            /* role marker, "" if none */
+    char subject_ou[65]; /* role marker, "" if none */
     char issuer_cn[65];
-    int self_signed;                /* subject == issuer and self-verifies */
+    int self_signed; /* subject == issuer and self-verifies */
     int is_ca;
-    int64_t not_before, not_after;  /* Unix seconds */
+    int64_t not_before, not_after; /* Unix seconds */
 };
 
 int aegis_cert_info_pem(const char *pem, size_t len, struct aegis_cert_info *info);
@@ -131,6 +131,41 @@ int aegis_pin_parse(const char *pin, uint8_t out[AEGIS_SPKI_SHA256_LEN]);
  */
 int aegis_cert_verify(const char *cert_pem, size_t cert_len, const char *ca_pem, size_t ca_len,
                       int64_t now);
+
+/* ---- Additions by the certs module (after the fixed contract above) ---- */
+
+/* Notes on the contract above, as implemented:
+ * - aegis_cert_issue returns AEGIS_ERR_CERT when issuer_cert_pem is not a CA
+ *   certificate or does not hold issuer_key's public key, AEGIS_ERR_MALFORMED
+ *   when it cannot be parsed, and -EINVAL for a bad common name (empty, over
+ *   64 bytes, control characters), a bad DNS name or IP address, more than
+ *   32 SANs, or a validity window with not_after <= not_before or outside
+ *   1950..9999. SANs are allowed on every role and required on SERVER.
+ * - aegis_cert_info_pem/aegis_cert_verify/aegis_cert_spki_der read the first
+ *   "CERTIFICATE" block of the PEM; AEGIS_ERR_MALFORMED if there is none.
+ * - aegis_key_from_pem returns AEGIS_ERR_UNSUPPORTED for a PEM holding some
+ *   other block (encrypted PKCS#8, "EC PRIVATE KEY", a certificate).
+ */
+
+/* aegis_cert_role_ou returns the subject OU marker of role ("aegis-agent",
+ * ...; "aegis-self" for AEGIS_ROLE_SELF), or NULL for an unknown role. */
+const char *aegis_cert_role_ou(enum aegis_cert_role role);
+
+/* aegis_cert_role_from_ou maps an OU marker (aegis_cert_info.subject_ou)
+ * back to its role. AEGIS_ERR_NOT_FOUND for anything else. */
+int aegis_cert_role_from_ou(const char *ou, enum aegis_cert_role *prole);
+
+/* aegis_cert_sans_pem lists the subjectAltName entries of the first
+ * certificate in pem as "DNS:a.example, IP:127.0.0.1" (empty string if none)
+ * in a NUL-terminated string from mem that the caller frees. Errors:
+ * -EINVAL, -ENOMEM, AEGIS_ERR_MALFORMED. */
+int aegis_cert_sans_pem(const struct aegis_mem *mem, const char *pem, size_t len, char **pout);
+
+/* aegis_pin_from_pem pins the first usable block of pem: a CERTIFICATE (its
+ * SPKI), else a PUBLIC KEY (the SPKI itself), else a PKCS#8 PRIVATE KEY (its
+ * public half). AEGIS_ERR_MALFORMED if there is none or it does not parse,
+ * AEGIS_ERR_UNSUPPORTED for a private key that is not Ed25519/P-256. */
+int aegis_pin_from_pem(const char *pem, size_t len, char out[AEGIS_PIN_STRLEN]);
 
 #ifdef __cplusplus
 }
