@@ -12,6 +12,7 @@
 #define AEGIS_PROTO_H
 
 #include <aegis/mem.h>
+#include <aegis/rpc_shape.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,13 +21,7 @@
 extern "C" {
 #endif
 
-/* Streaming shape of an RPC (gRPC's four kinds). */
-enum aegis_rpc_shape {
-    AEGIS_RPC_UNARY,         /* one request, one response */
-    AEGIS_RPC_CLIENT_STREAM, /* request stream, one response */
-    AEGIS_RPC_SERVER_STREAM, /* one request, response stream */
-    AEGIS_RPC_BIDI,          /* both stream */
-};
+/* Streaming shape of an RPC: enum aegis_rpc_shape in <aegis/rpc_shape.h>. */
 
 /* One RPC of a service. Entries are static; never free them. */
 struct aegis_method {
