@@ -40,7 +40,8 @@ extern "C" {
     X(AEGIS_ERR_UNAUTHENTICATED, -1022, "not authenticated")                                       \
     X(AEGIS_ERR_PERMISSION, -1023, "permission denied by policy")                                  \
     X(AEGIS_ERR_EXPIRED, -1024, "expired")                                                         \
-    X(AEGIS_ERR_REPLAY, -1025, "replayed message")
+    X(AEGIS_ERR_REPLAY, -1025, "replayed message")                                                 \
+    X(AEGIS_ERR_UNAVAILABLE, -1026, "temporarily unavailable, retry later")
 
 enum aegis_err {
 #define AEGIS_ERR_ENUM_(name, value, msg) name = (value),
