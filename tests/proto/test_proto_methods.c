@@ -75,10 +75,14 @@ static void test_shapes(void **state)
     assert_int_equal(shape_of("/aegis.v1.AgentService/Subscribe"), AEGIS_RPC_SERVER_STREAMING);
     assert_int_equal(shape_of("/aegis.v1.AgentService/Ack"), AEGIS_RPC_UNARY);
     assert_int_equal(shape_of("/aegis.v1.AgentService/FetchArtifact"), AEGIS_RPC_SERVER_STREAMING);
-    assert_int_equal(shape_of("/aegis.v1.AgentService/ReportTelemetry"), AEGIS_RPC_CLIENT_STREAMING);
-    assert_int_equal(shape_of("/aegis.v1.OperatorService/WatchCommand"), AEGIS_RPC_SERVER_STREAMING);
-    assert_int_equal(shape_of("/aegis.v1.OperatorService/UploadArtifact"), AEGIS_RPC_CLIENT_STREAMING);
-    assert_int_equal(shape_of("/aegis.v1.OperatorService/TailTelemetry"), AEGIS_RPC_SERVER_STREAMING);
+    assert_int_equal(shape_of("/aegis.v1.AgentService/ReportTelemetry"),
+                     AEGIS_RPC_CLIENT_STREAMING);
+    assert_int_equal(shape_of("/aegis.v1.OperatorService/WatchCommand"),
+                     AEGIS_RPC_SERVER_STREAMING);
+    assert_int_equal(shape_of("/aegis.v1.OperatorService/UploadArtifact"),
+                     AEGIS_RPC_CLIENT_STREAMING);
+    assert_int_equal(shape_of("/aegis.v1.OperatorService/TailTelemetry"),
+                     AEGIS_RPC_SERVER_STREAMING);
     assert_int_equal(shape_of("/aegis.v1.OperatorService/ListAgents"), AEGIS_RPC_UNARY);
     assert_int_equal(shape_of("/aegis.bench.v1.Bench/Echo"), AEGIS_RPC_UNARY);
     assert_int_equal(shape_of("/aegis.bench.v1.Bench/Download"), AEGIS_RPC_SERVER_STREAMING);
