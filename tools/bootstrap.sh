@@ -155,6 +155,13 @@ ensure_packages() {
     fi
     ensure_sources || true
     apt_update
+    if [[ " ${missing[*]} " == *" postgresql-15 "* ]] && [ ! -e /etc/postgresql-common/createcluster.d/aegis.conf ]; then
+        # Tests start throwaway servers of their own; keep Debian from creating
+        # (and starting) a system cluster on port 5432 when it installs the server.
+        log "postgresql-15: no system cluster (/etc/postgresql-common/createcluster.d/aegis.conf)"
+        as_root mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/aegis.conf >/dev/null
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing: ${missing[*]}"
         as_root apt-get "${APT_OPTS[@]}" install --no-install-recommends "${missing[@]}" >&2 ||

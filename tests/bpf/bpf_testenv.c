@@ -24,8 +24,11 @@ int tenv_setup(char *pin_dir, size_t len)
         fprintf(stderr, "unshare(CLONE_NEWNS): %s\n", strerror(errno));
         return -1;
     }
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
-        fprintf(stderr, "make / private: %s\n", strerror(errno));
+    /* In a chroot "/" is not a mount point (EINVAL): then keep the bpffs
+     * from propagating by making /sys, where it goes, private instead. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 &&
+        (errno != EINVAL || mount(NULL, "/sys", NULL, MS_REC | MS_PRIVATE, NULL) != 0)) {
+        fprintf(stderr, "make / (or, in a chroot, /sys) private: %s\n", strerror(errno));
         return -1;
     }
     /* A fresh bpffs over /sys/fs/bpf, visible only in this namespace. */

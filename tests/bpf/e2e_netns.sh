@@ -20,6 +20,10 @@ for tool in ip nsenter unshare mount; do
         exit 77
     fi
 done
+if [ -z "${AEGIS_E2E_INNER:-}" ] && ! mountpoint -q /; then
+    echo "SKIP: / is not a mount point (chroot?): a private mount namespace cannot keep netns/bpffs mounts off the host; run in a VM/container or bind-mount the chroot onto itself"
+    exit 77
+fi
 if [ -z "${AEGIS_E2E_INNER:-}" ] && ! unshare --mount true 2>/dev/null; then
     echo "SKIP: root but cannot create a mount namespace (no CAP_SYS_ADMIN; container?)"
     exit 77
@@ -96,9 +100,11 @@ ip -n "$NSB" addr add fd77::2/64 dev vb nodad
 ip -n "$NSA" link set va up && ip -n "$NSB" link set vb up && ip -n "$NSA" link set lo up &&
     ip -n "$NSB" link set lo up || { echo "FAIL: link up"; exit 1; }
 
-B "$PROBE" serve 300 8080 8081 7777 >"$TMP/srvB" 2>&1 &
+# exec in the subshell: $! must be the probe itself (cleanup kills $!), not a
+# subshell whose nsenter child would outlive it.
+(exec nsenter --net=/run/netns/"$NSB" "$PROBE" serve 300 8080 8081 7777) >"$TMP/srvB" 2>&1 &
 PIDS+=($!)
-A "$PROBE" serve 300 9090 9091 >"$TMP/srvA" 2>&1 &
+(exec nsenter --net=/run/netns/"$NSA" "$PROBE" serve 300 9090 9091) >"$TMP/srvA" 2>&1 &
 PIDS+=($!)
 wait_ready "$TMP/srvB" && wait_ready "$TMP/srvA" || { echo "FAIL: probe servers did not start"; exit 1; }
 
@@ -176,7 +182,7 @@ apply base '{"version":7,"service_id":1,"ttl_seconds":3600,"egress_mode":"allow"
   "edges":[{"dst_cidr":"10.77.0.2/32","proto":"udp","port":7777}]}'
 d0=$(( $(stat_field egress drop) + $(stat_field ingress drop) ))
 rm -f "$TMP/stop"
-A "$PROBE" udpstream 10.77.0.2 7777 "$TMP/stop" 120 >"$TMP/stream" 2>&1 &
+(exec nsenter --net=/run/netns/"$NSA" "$PROBE" udpstream 10.77.0.2 7777 "$TMP/stop" 120) >"$TMP/stream" 2>&1 &
 STREAM=$!
 PIDS+=($STREAM)
 for ((v = 100; v < 300; v++)); do
