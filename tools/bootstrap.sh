@@ -67,7 +67,7 @@ APT_PACKAGES=(
     openssl iproute2 nftables clang-format
 )
 # From bookworm-backports (bookworm's own are too old).
-BACKPORTS_PACKAGES=(libnghttp3-dev ngtcp2-client)
+BACKPORTS_PACKAGES=(libnghttp3-dev ngtcp2-client ngtcp2-server)
 
 # ---------------------------------------------------------------------------
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -146,6 +146,7 @@ ensure_packages() {
     for p in "${APT_PACKAGES[@]}"; do pkg_installed "$p" || missing+=("$p"); done
     pkg_installed libnghttp3-dev "$NGHTTP3_MIN" || missing_bpo+=(libnghttp3-dev)
     pkg_installed ngtcp2-client "$NGTCP2_VERSION" || missing_bpo+=(ngtcp2-client)
+    pkg_installed ngtcp2-server "$NGTCP2_VERSION" || missing_bpo+=(ngtcp2-server)
     if [ ${#missing[@]} -eq 0 ] && [ ${#missing_bpo[@]} -eq 0 ]; then
         return 0
     fi
