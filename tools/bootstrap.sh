@@ -40,7 +40,9 @@ WOLFSSL_CONFIGURE=(
     --enable-harden --enable-keygen --enable-ip-alt-name
     --disable-examples --disable-crypttests --disable-benchmark
 )
-WOLFSSL_CPPFLAGS="-DWOLFSSL_ALT_NAMES -DWOLFSSL_GETRANDOM"
+# HAVE_SECRET_CALLBACK lets the transport write an SSLKEYLOGFILE on request (the
+# secrets go only to our callback; nothing is exported unless configured).
+WOLFSSL_CPPFLAGS="-DWOLFSSL_ALT_NAMES -DWOLFSSL_GETRANDOM -DHAVE_SECRET_CALLBACK"
 
 NGTCP2_CMAKE=(
     -DCMAKE_BUILD_TYPE=Release

@@ -14,7 +14,10 @@
 #include <aegis/err.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static struct tpki pki;
 
@@ -204,6 +207,74 @@ static void test_accept_any_identity(void **state)
     tfx_free(&f);
 }
 
+/* Reads a key log file into lines "LABEL RANDOM SECRET"; returns the count. */
+static int read_keylog(const char *path, char lines[][256], int max)
+{
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    int n = 0;
+    while (n < max && fgets(lines[n], 256, fp)) {
+        lines[n][strcspn(lines[n], "\n")] = 0;
+        n++;
+    }
+    fclose(fp);
+    return n;
+}
+
+static const char *find_label(char lines[][256], int n, const char *label)
+{
+    size_t len = strlen(label);
+    for (int i = 0; i < n; i++) {
+        if (strncmp(lines[i], label, len) == 0 && lines[i][len] == ' ')
+            return lines[i];
+    }
+    return NULL;
+}
+
+/* SSLKEYLOGFILE: both sides write the NSS key log format, 0600, and agree
+ * on every secret (what Wireshark needs to decrypt a capture). */
+static void test_keylog(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/aegis-keylog-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cpath[64], spath[64];
+    snprintf(cpath, sizeof(cpath), "%s/client.keys", dir);
+    snprintf(spath, sizeof(spath), "%s/server.keys", dir);
+    struct tfx f;
+    tfx_config(&f, &pki, &pki.client);
+    f.ccfg.tls.keylog_path = cpath;
+    f.scfg.tls.keylog_path = spath;
+    tfx_start(&f, 24);
+    assert_true(tfx_connect(&f, 5 * AEGIS_NS_PER_S));
+    tfx_free(&f);
+
+    struct stat st;
+    assert_int_equal(stat(cpath, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    static char cl[16][256], sl[16][256];
+    int nc = read_keylog(cpath, cl, 16), ns = read_keylog(spath, sl, 16);
+    static const char *const labels[] = {"CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+                                         "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+                                         "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"};
+    for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++) {
+        const char *c = find_label(cl, nc, labels[i]);
+        const char *s2 = find_label(sl, ns, labels[i]);
+        assert_non_null(c);
+        assert_non_null(s2);
+        /* "LABEL <64 hex client random> <hex secret>" and identical on both sides */
+        const char *rnd = strchr(c, ' ') + 1;
+        const char *sec = strchr(rnd, ' ');
+        assert_non_null(sec);
+        assert_int_equal(sec - rnd, 64);
+        assert_true(strlen(sec + 1) >= 64);
+        assert_string_equal(c, s2);
+    }
+    unlink(cpath);
+    unlink(spath);
+    rmdir(dir);
+}
+
 static void test_bad_config(void **state)
 {
     (void)state;
@@ -238,6 +309,7 @@ int main(void)
         cmocka_unit_test(test_two_pins_rotation),
         cmocka_unit_test(test_hook_refuses),
         cmocka_unit_test(test_accept_any_identity),
+        cmocka_unit_test(test_keylog),
         cmocka_unit_test(test_bad_config),
     };
     int rv = cmocka_run_group_tests(tests, NULL, NULL);

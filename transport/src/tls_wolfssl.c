@@ -28,8 +28,10 @@
 #include <aegis/pki.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_PINS 2
 
@@ -111,14 +113,51 @@ static int load_pins(struct tls_ctx *c, const struct aegis_tls_config *cfg)
     return 0;
 }
 
+#ifdef HAVE_SECRET_CALLBACK
+/* wolfSSL hands every TLS 1.3 secret of a connection to this callback as a
+ * ready NSS key log line ("CLIENT_HANDSHAKE_TRAFFIC_SECRET <random> <secret>"),
+ * the SSLKEYLOGFILE format Wireshark reads. Only installed when the
+ * application asked for a key log file. */
+static void keylog_line(const WOLFSSL *ssl, const char *line)
+{
+    const ngtcp2_crypto_conn_ref *ref = wolfSSL_get_app_data(ssl);
+    /* ref is the first member of struct tls_conn. */
+    const struct tls_conn *t = (const struct tls_conn *)(const void *)ref;
+    if (!t || !t->ctx || !t->ctx->keylog)
+        return;
+    fputs(line, t->ctx->keylog);
+    fputc('\n', t->ctx->keylog);
+    fflush(t->ctx->keylog);
+}
+
+static int keylog_open(struct tls_ctx *c, const char *path)
+{
+    /* Secrets: created 0600, appended to (several processes may share one
+     * file, as browsers do). */
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    c->keylog = fdopen(fd, "a");
+    if (!c->keylog) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    wolfSSL_CTX_set_keylog_callback(c->ctx, keylog_line);
+    return 0;
+}
+#endif
+
 int tls_ctx_new(const struct aegis_mem *mem, int is_server, const struct aegis_tls_config *cfg,
                 struct tls_ctx **pctx)
 {
     int rv;
     if (is_server ? (!cfg->cert_pem || !cfg->key_pem) : (!cfg->cert_pem != !cfg->key_pem))
         return AEGIS_ERR_CONFIG;
+#ifndef HAVE_SECRET_CALLBACK
     if (cfg->keylog_path)
         return AEGIS_ERR_UNSUPPORTED; /* wolfSSL built without HAVE_SECRET_CALLBACK */
+#endif
     if (!wolfssl_inited) {
         if (wolfSSL_Init() != WOLFSSL_SUCCESS)
             return AEGIS_ERR_TLS;
@@ -150,6 +189,13 @@ int tls_ctx_new(const struct aegis_mem *mem, int is_server, const struct aegis_t
         rv = AEGIS_ERR_CERT;
         goto fail;
     }
+#ifdef HAVE_SECRET_CALLBACK
+    if (cfg->keylog_path) {
+        rv = keylog_open(c, cfg->keylog_path);
+        if (rv != 0)
+            goto fail;
+    }
+#endif
     /* X25519 first (cheapest), P-256 for peers that need it. */
     int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1};
     if (wolfSSL_CTX_set_groups(c->ctx, groups, 2) != WOLFSSL_SUCCESS) {

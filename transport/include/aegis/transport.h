@@ -163,9 +163,11 @@ struct aegis_tls_config {
     /* Client: 1 or 2 pins "sha256//<base64>" of the server's SPKI. */
     const char *pins[2];
     size_t npins;
-    /* Optional: append TLS secrets in SSLKEYLOGFILE format to this file
-     * (NULL = off). Requires wolfSSL built with HAVE_SECRET_CALLBACK;
-     * AEGIS_ERR_UNSUPPORTED otherwise. */
+    /* Optional: append this endpoint's TLS secrets in SSLKEYLOGFILE (NSS
+     * key log) format to this file, created 0600 (NULL = off), so Wireshark
+     * can decrypt a capture. For debugging only: anyone with the file can
+     * read the traffic. -errno if it cannot be opened; AEGIS_ERR_UNSUPPORTED
+     * if wolfSSL was built without HAVE_SECRET_CALLBACK. */
     const char *keylog_path;
 };
 
