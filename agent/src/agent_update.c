@@ -1,0 +1,315 @@
+/*
+ * Self-update (seed 002, DESIGN §3): a signed agent binary arrives as an
+ * artifact of kind AGENT_BINARY (already verified and decompressed by
+ * agent_fetch.c). It is written beside the running binary, fsync'd, the old
+ * binary is kept as <exe>.prev, a marker file records the attempt, and an
+ * atomic rename swaps the new one in before the agent re-executes itself.
+ *
+ * The new process finds the marker ("trial") and must authenticate within
+ * AGENT_UPDATE_DEADLINE_S; then it acks the update SUCCEEDED and removes
+ * the marker. If it cannot (it crashes, the server refuses it, the deadline
+ * passes), .prev is renamed back, the marker says "rollback", and the old
+ * binary is re-executed, which acks the update FAILED. A lower version is
+ * refused before anything is downloaded.
+ */
+#include "agent_daemon.h"
+#include "agent_version.h"
+
+#include <aegis/err.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct marker {
+    char state[16]; /* "trial" or "rollback" */
+    char cmd[AGENT_SEEN_ID_MAX + 1];
+    uint64_t seq;
+    char from[AGENT_VERSION_MAX], to[AGENT_VERSION_MAX];
+    char exe[4096];
+    uint64_t deadline; /* wall clock ns */
+};
+
+static int marker_write(struct agent *a, const struct marker *m)
+{
+    char buf[4600];
+    int n = snprintf(buf, sizeof(buf),
+                     "state=%s\ncmd=%s\nseq=%llu\nfrom=%s\nto=%s\nexe=%s\ndeadline=%llu\n",
+                     m->state, m->cmd, (unsigned long long)m->seq, m->from, m->to, m->exe,
+                     (unsigned long long)m->deadline);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        return -ENAMETOOLONG;
+    return agent_state_dir_write(a->sd, AGENT_FILE_UPDATE, buf, (size_t)n, 0600);
+}
+
+static void field(const char *text, const char *key, char *out, size_t len)
+{
+    size_t kl = strlen(key);
+    out[0] = '\0';
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
+            const char *v = p + kl + 1, *e = strchr(v, '\n');
+            size_t n = e ? (size_t)(e - v) : strlen(v);
+            if (n >= len)
+                n = len - 1;
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return;
+        }
+    }
+}
+
+static int marker_read(struct agent *a, struct marker *m)
+{
+    char buf[4600], num[32];
+    int rv = agent_read_small(agent_state_dir_path(a->sd), AGENT_FILE_UPDATE, buf, sizeof(buf));
+    if (rv != 0)
+        return rv;
+    memset(m, 0, sizeof(*m));
+    field(buf, "state", m->state, sizeof(m->state));
+    field(buf, "cmd", m->cmd, sizeof(m->cmd));
+    field(buf, "seq", num, sizeof(num));
+    m->seq = strtoull(num, NULL, 10);
+    field(buf, "from", m->from, sizeof(m->from));
+    field(buf, "to", m->to, sizeof(m->to));
+    field(buf, "exe", m->exe, sizeof(m->exe));
+    field(buf, "deadline", num, sizeof(num));
+    m->deadline = strtoull(num, NULL, 10);
+    return m->cmd[0] && m->exe[0] ? 0 : AEGIS_ERR_MALFORMED;
+}
+
+static void marker_remove(struct agent *a)
+{
+    char path[4096];
+    agent_state_dir_path_of(a->sd, AGENT_FILE_UPDATE, path, sizeof(path));
+    unlink(path);
+    agent_io_fsync_dir(NULL, agent_state_dir_path(a->sd));
+}
+
+static void finish_update(struct agent *a, const struct marker *m, int ok, const char *detail)
+{
+    uint32_t st = ok ? AEGIS__V1__COMMAND_STATE__COMMAND_STATE_SUCCEEDED
+                     : AEGIS__V1__COMMAND_STATE__COMMAND_STATE_FAILED;
+    agent_ack(a, m->cmd, m->seq, st, 0, detail, NULL, 0);
+    agent_seen_mark_finished(a->seen, m->cmd, st, aegis_wallclock());
+    snprintf(a->last_command, sizeof(a->last_command), "%s update_agent", m->cmd);
+    snprintf(a->last_command_state, sizeof(a->last_command_state), "%s",
+             ok ? "succeeded" : "failed");
+    marker_remove(a);
+}
+
+/* Put the old binary back and run it. */
+static void rollback(struct agent *a, struct marker *m, const char *why)
+{
+    char prev[4200];
+    snprintf(prev, sizeof(prev), "%s.prev", m->exe);
+    AEGIS_LOG(&a->log, AEGIS_LOG_ERROR, "event=update_rollback from=%s to=%s reason=\"%s\"", m->to,
+              m->from, why);
+    if (rename(prev, m->exe) != 0) {
+        AEGIS_LOG(&a->log, AEGIS_LOG_ERROR, "event=update_rollback_failed error=\"%s\"",
+                  strerror(errno));
+        char d[512];
+        snprintf(d, sizeof(d),
+                 "failed: version %s did not authenticate (%s) and the old binary "
+                 "could not be restored: %s",
+                 m->to, why, strerror(errno));
+        finish_update(a, m, 0, d);
+        return;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", m->exe);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    agent_io_fsync_dir(NULL, dir);
+    snprintf(m->state, sizeof(m->state), "rollback");
+    marker_write(a, m);
+    snprintf(a->exe_path, sizeof(a->exe_path), "%s", m->exe);
+    agent_restart(a);
+}
+
+static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct agent *a = w->data;
+    struct marker m;
+    if (!a->update_trial || marker_read(a, &m) != 0)
+        return;
+    rollback(a, &m, a->last_error[0] ? a->last_error : "no successful Authenticate");
+}
+
+int agent_update_startup(struct agent *a)
+{
+    struct marker m;
+    int rv = marker_read(a, &m);
+    if (rv == -ENOENT)
+        return 0;
+    if (rv != 0) {
+        AEGIS_LOG(&a->log, AEGIS_LOG_WARN, "event=update_marker_damaged error=\"%s\"",
+                  aegis_strerror(rv));
+        marker_remove(a);
+        return 0;
+    }
+    snprintf(a->update_cmd, sizeof(a->update_cmd), "%s", m.cmd);
+    const char *me = agent_version_string();
+    if (strcmp(m.state, "trial") == 0 && strcmp(me, m.to) == 0) {
+        a->update_trial = 1;
+        aegis_tstamp now = aegis_wallclock();
+        double left = m.deadline > now ? (double)(m.deadline - now) / 1e9 : 0.0;
+        AEGIS_LOG(&a->log, AEGIS_LOG_INFO, "event=update_trial from=%s to=%s deadline_s=%.1f",
+                  m.from, m.to, left);
+        ev_timer_init(&a->update_timer, deadline_cb, left > 0.1 ? left : 0.1, 0);
+        a->update_timer.data = a;
+        ev_timer_start(a->loop, &a->update_timer);
+        return 0;
+    }
+    char d[512];
+    if (strcmp(m.state, "rollback") == 0)
+        snprintf(d, sizeof(d), "failed: version %s did not authenticate in time; rolled back to %s",
+                 m.to, me);
+    else
+        snprintf(d, sizeof(d), "failed: update to %s interrupted; running %s", m.to, me);
+    finish_update(a, &m, 0, d);
+    a->update_cmd[0] = '\0';
+    return 0;
+}
+
+void agent_update_on_authenticated(struct agent *a)
+{
+    if (!a->update_trial)
+        return;
+    struct marker m;
+    a->update_trial = 0;
+    ev_timer_stop(a->loop, &a->update_timer);
+    if (marker_read(a, &m) != 0)
+        return;
+    char d[256], prev[4200];
+    snprintf(d, sizeof(d), "updated from %s to %s", m.from, m.to);
+    AEGIS_LOG(&a->log, AEGIS_LOG_INFO, "event=update_succeeded from=%s to=%s", m.from, m.to);
+    finish_update(a, &m, 1, d);
+    snprintf(prev, sizeof(prev), "%s.prev", m.exe);
+    unlink(prev);
+    a->update_cmd[0] = '\0';
+}
+
+int agent_update_precheck(struct agent *a, struct agent_job *job)
+{
+    const Aegis__V1__UpdateAgent *u = job->cmd->update_agent;
+    int cmp = 0;
+    char d[256];
+    if (agent_version_cmp(u->version, agent_version_string(), &cmp) != 0) {
+        snprintf(d, sizeof(d), "failed: version \"%.64s\" is not dotted numbers", u->version);
+        agent_exec_job_done(a, job, 0, d, NULL, 0);
+        return 1;
+    }
+    if (cmp < 0) {
+        snprintf(d, sizeof(d), "failed: downgrade refused (%.64s is older than the running %s)",
+                 u->version, agent_version_string());
+        agent_exec_job_done(a, job, 0, d, NULL, 0);
+        return 1;
+    }
+    if (cmp == 0) {
+        snprintf(d, sizeof(d), "already running version %s", agent_version_string());
+        agent_exec_job_done(a, job, 1, d, NULL, 0);
+        return 1;
+    }
+    return 0;
+}
+
+static int copy_file(const char *from, const char *to, mode_t mode)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (out < 0) {
+        int e = errno;
+        close(in);
+        return -e;
+    }
+    int rv = 0;
+    char buf[16384];
+    off_t off = 0;
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rv = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        if ((rv = agent_io_write_all(NULL, out, buf, (size_t)n, off)) != 0)
+            break;
+        off += n;
+    }
+    if (rv == 0 && (fchmod(out, mode) != 0 || fsync(out) != 0))
+        rv = -errno;
+    close(in);
+    close(out);
+    return rv;
+}
+
+void agent_update_install(struct agent *a, struct agent_job *job, const char *path)
+{
+    const Aegis__V1__UpdateAgent *u = job->cmd->update_agent;
+    char d[600];
+    if (strcmp(job->meta.version, u->version) != 0) {
+        snprintf(d, sizeof(d),
+                 "failed: the signed artifact is version \"%.60s\", the command asked for %.60s",
+                 job->meta.version, u->version);
+        agent_exec_job_done(a, job, 0, d, NULL, 0);
+        return;
+    }
+    char newp[4200], prev[4200], dir[4096];
+    snprintf(newp, sizeof(newp), "%s.new", a->exe_path);
+    snprintf(prev, sizeof(prev), "%s.prev", a->exe_path);
+    snprintf(dir, sizeof(dir), "%s", a->exe_path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    int rv = copy_file(path, newp, 0755);
+    if (rv == 0) {
+        unlink(prev);
+        if (link(a->exe_path, prev) != 0)
+            rv = copy_file(a->exe_path, prev, 0755);
+    }
+    struct marker m;
+    memset(&m, 0, sizeof(m));
+    snprintf(m.state, sizeof(m.state), "trial");
+    snprintf(m.cmd, sizeof(m.cmd), "%s", job->cmd->id);
+    m.seq = job->cmd->sequence;
+    snprintf(m.from, sizeof(m.from), "%s", agent_version_string());
+    snprintf(m.to, sizeof(m.to), "%s", u->version);
+    snprintf(m.exe, sizeof(m.exe), "%s", a->exe_path);
+    unsigned secs =
+        a->opts->update_deadline_s ? a->opts->update_deadline_s : AGENT_UPDATE_DEADLINE_S;
+    m.deadline = aegis_wallclock() + secs * AEGIS_NS_PER_S;
+    if (rv == 0)
+        rv = marker_write(a, &m);
+    if (rv == 0 && rename(newp, a->exe_path) != 0)
+        rv = -errno;
+    if (rv != 0) {
+        unlink(newp);
+        marker_remove(a);
+        snprintf(d, sizeof(d), "failed: cannot install the new binary beside %.300s: %s",
+                 a->exe_path, aegis_strerror(rv));
+        agent_exec_job_done(a, job, 0, d, NULL, 0);
+        return;
+    }
+    agent_io_fsync_dir(NULL, dir);
+    snprintf(d, sizeof(d), "installed version %s; restarting to verify it", u->version);
+    agent_ack(a, job->cmd->id, job->cmd->sequence, AEGIS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING,
+              0, d, NULL, 0);
+    snprintf(a->update_cmd, sizeof(a->update_cmd), "%s", job->cmd->id);
+    AEGIS_LOG(&a->log, AEGIS_LOG_INFO, "event=update_installed from=%s to=%s", m.from, m.to);
+    /* The job stays "running" (not finished in the seen journal): the new
+     * process owns its outcome. */
+    agent_restart(a);
+}
