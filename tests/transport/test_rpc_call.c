@@ -385,6 +385,37 @@ static void test_flow_control_stall(void **state)
     fx_teardown(&f);
 }
 
+/* A server that finishes a call from on_half_close, delivered only when it
+ * resumes a paused stream, must have its reply sent at once: the callbacks
+ * run inside the send loop, and their output used to wait for the next
+ * packet or timer (a keep-alive 15 s away in the daemon). */
+static void test_reply_from_resume_not_deferred(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_setup(&f, 11);
+    fx_connect(&f);
+    struct tres r = {0};
+    start(&f, "/test.Echo/Sink", AEGIS_RPC_CLIENT_STREAMING, NULL, &r);
+    assert_int_equal(aegis_call_send(r.call, (const uint8_t *)"x", 1), 0);
+    assert_int_equal(aegis_call_close_send(r.call), 0);
+    /* The server consumed and paused on the message; the FIN is in. */
+    tnet_run(&f.net, 500 * AEGIS_NS_PER_MS, NULL, NULL);
+    assert_non_null(f.svc.held);
+    assert_int_equal(f.svc.stream_total, 1);
+    assert_false(r.done);
+    aegis_tstamp t0 = f.net.now;
+    assert_int_equal(aegis_call_resume(f.svc.held), 0);
+    assert_true(tnet_run(&f.net, 30 * AEGIS_NS_PER_S, cond_done, &r));
+    assert_int_equal(r.status, AEGIS_GRPC_OK);
+    /* One trip across the link plus scheduling, never a timer's wait. */
+    print_message("reply after resume: %llu us (one-way delay %llu us)\n",
+                  (unsigned long long)((f.net.now - t0) / 1000),
+                  (unsigned long long)(f.net.delay / 1000));
+    assert_true(f.net.now - t0 <= 2 * f.net.delay + 5 * AEGIS_NS_PER_MS);
+    fx_teardown(&f);
+}
+
 /* The server pauses a client stream: the client's send returns -EAGAIN
  * once its queue bound is reached. */
 static void test_client_send_bound(void **state)
@@ -459,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_deadline_both_sides),
         cmocka_unit_test(test_cancel_both_sides),
         cmocka_unit_test(test_flow_control_stall),
+        cmocka_unit_test(test_reply_from_resume_not_deferred),
         cmocka_unit_test(test_client_send_bound),
         cmocka_unit_test(test_zstd_compression),
     };

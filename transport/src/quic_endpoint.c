@@ -209,10 +209,19 @@ void ep_timer_update(struct aegis_conn *c)
     }
 }
 
+/* Times the send loop goes back to a connection whose callbacks queued more
+ * output without producing any bytes; a handful covers every chain of
+ * callbacks (resume -> message -> half-close -> finish). */
+#define EP_MAX_REWRITES 8
+
 void ep_mark_dirty(struct aegis_conn *c)
 {
-    if (c->dirty)
+    if (c->dirty) {
+        /* Already listed; remember that new output was queued, in case the
+         * send loop is in the middle of this connection (see below). */
+        c->redirty = 1;
         return;
+    }
     c->dirty = 1;
     c->dirty_next = c->ep->dirty_head;
     c->ep->dirty_head = c;
@@ -643,17 +652,29 @@ long aegis_endpoint_send(struct aegis_endpoint *ep, uint8_t *buf, size_t cap, si
     }
     while (ep->dirty_head) {
         struct aegis_conn *c = ep->dirty_head;
+        c->redirty = 0;
         long n = qconn_write(c, buf, cap, max_segments, path, psegsize, now);
+        /* qconn_after delivers deferred callbacks (on_writable, resumed
+         * messages, on_half_close): the application may queue output there. */
         qconn_after(c, now);
         ep_timer_update(c);
         if (n > 0) {
+            c->rewrites = 0;
             ep->stats.pkts_sent += (uint64_t)((size_t)n + *psegsize - 1) / *psegsize;
             ep->stats.bytes_sent += (uint64_t)n;
             return n;
         }
-        /* nothing more from this one */
-        ep->dirty_head = c->dirty_next;
-        c->dirty = 0;
+        /* Output queued by those callbacks must go now, not at the next
+         * packet or timer (which may be a keep-alive 15 s away). Bounded, in
+         * case a callback re-queues without ever producing bytes. */
+        if (c->redirty && c->state != CS_DEAD && c->rewrites < EP_MAX_REWRITES) {
+            c->rewrites++;
+            continue;
+        }
+        c->rewrites = 0;
+        /* Callbacks may have listed other connections in front of this one:
+         * unlink c wherever it is now. */
+        dirty_remove(ep, c);
         reap_dead(ep, c);
     }
     return 0;

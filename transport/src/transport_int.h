@@ -157,6 +157,8 @@ struct aegis_conn {
     struct aegis_conn *prev, *next; /* ep->conns */
     struct aegis_conn *dirty_next;
     int dirty;
+    int redirty;  /* output queued while already on the dirty list */
+    int rewrites; /* consecutive send-loop passes without output */
     size_t heap_idx;
     aegis_tstamp expiry;
 
