@@ -4,65 +4,20 @@
 #include <aegis/err.h>
 #include <aegis/mem.h>
 
+#include <aegis/base64.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
+
 #include <stdlib.h>
 #include <string.h>
-
-static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static size_t b64_encode(const uint8_t *in, size_t len, char *out)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = b64chars[(v >> 18) & 63];
-        out[o++] = b64chars[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? b64chars[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < len ? b64chars[v & 63] : '=';
-    }
-    out[o] = '\0';
-    return o;
-}
-
-/* Decodes base64, skipping whitespace; -1 on bad input or overflow. */
-static long b64_decode(const char *in, size_t len, uint8_t *out, size_t cap)
-{
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = in[i];
-        if (c == '\n' || c == '\r' || c == ' ' || c == '\t')
-            continue;
-        if (c == '=')
-            break;
-        const char *p = strchr(b64chars, c);
-        if (p == NULL || c == '\0')
-            return -1;
-        acc = (acc << 6) | (uint32_t)(p - b64chars);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o == cap)
-                return -1;
-            out[o++] = (uint8_t)(acc >> bits);
-        }
-    }
-    return (long)o;
-}
 
 void agent_pubkey_pem(const uint8_t pub[AGENT_ED25519_PUB_LEN], char out[128])
 {
     uint8_t spki[AGENT_ED25519_SPKI_LEN];
     char b64[64];
     agent_ed25519_spki(pub, spki);
-    b64_encode(spki, sizeof(spki), b64);
+    aegis_base64_encode(spki, sizeof(spki), AEGIS_BASE64_PAD, b64, sizeof(b64));
     snprintf(out, 128, "-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n", b64);
 }
 
@@ -78,7 +33,7 @@ int agent_pubkey_from_pem(const char *pem, size_t len, uint8_t pub[AGENT_ED25519
     if (e == NULL)
         return AEGIS_ERR_MALFORMED;
     uint8_t der[128];
-    long n = b64_decode(b, (size_t)(e - b), der, sizeof(der));
+    long n = aegis_base64_decode(b, (size_t)(e - b), AEGIS_BASE64_SKIP_SPACE, der, sizeof(der));
     if (n < 0)
         return AEGIS_ERR_MALFORMED;
     return agent_ed25519_from_spki(der, (size_t)n, pub);

@@ -6,6 +6,7 @@
  */
 #include "pki_int.h"
 
+#include <aegis/base64.h>
 #include <aegis/err.h>
 
 #include <arpa/inet.h>
@@ -490,87 +491,20 @@ int aegis_pki_name_encode(const char *ou, const char *cn, struct dbuf *b)
     return b->err;
 }
 
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 size_t aegis_pki_b64_encode(const uint8_t *in, size_t len, char *out)
 {
-    size_t i, n = 0;
-
-    for (i = 0; i + 2 < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[n++] = b64_alphabet[v >> 18];
-        out[n++] = b64_alphabet[(v >> 12) & 63];
-        out[n++] = b64_alphabet[(v >> 6) & 63];
-        out[n++] = b64_alphabet[v & 63];
-    }
-    if (len - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        out[n++] = b64_alphabet[v >> 18];
-        out[n++] = b64_alphabet[(v >> 12) & 63];
-        out[n++] = '=';
-        out[n++] = '=';
-    } else if (len - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[n++] = b64_alphabet[v >> 18];
-        out[n++] = b64_alphabet[(v >> 12) & 63];
-        out[n++] = b64_alphabet[(v >> 6) & 63];
-        out[n++] = '=';
-    }
-    out[n] = '\0';
-    return n;
-}
-
-static int b64_value(char ch)
-{
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '+')
-        return 62;
-    if (ch == '/')
-        return 63;
-    return -1;
+    /* Callers size out for the padded encoding and its NUL. */
+    return aegis_base64_encode(in, len, AEGIS_BASE64_PAD, out,
+                               aegis_base64_encoded_len(len, AEGIS_BASE64_PAD) + 1);
 }
 
 int aegis_pki_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap, size_t *plen)
 {
-    uint32_t acc = 0;
-    size_t i, n = 0;
-    int bits = 0, pad = 0;
-
-    for (i = 0; i < len; i++) {
-        char ch = in[i];
-        int v;
-
-        if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
-            continue;
-        if (ch == '=') {
-            pad++;
-            continue;
-        }
-        /* Nothing but padding and whitespace may follow padding. */
-        if (pad)
-            return AEGIS_ERR_MALFORMED;
-        v = b64_value(ch);
-        if (v < 0)
-            return AEGIS_ERR_MALFORMED;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (n >= cap)
-                return AEGIS_ERR_TOO_LARGE;
-            out[n++] = (uint8_t)(acc >> bits);
-        }
-    }
-    /* Leftover bits must be zero and the padding must complete the quantum. */
-    if (pad > 2 || (acc & ((1u << bits) - 1)) != 0 || (bits == 6) || (pad && (bits / 2) != pad))
-        return AEGIS_ERR_MALFORMED;
-    *plen = n;
+    /* PEM bodies wrap lines; pins and PEM must be canonical. */
+    long n = aegis_base64_decode(in, len, AEGIS_BASE64_SKIP_SPACE | AEGIS_BASE64_STRICT, out, cap);
+    if (n < 0)
+        return (int)n;
+    *plen = (size_t)n;
     return 0;
 }
 
@@ -589,7 +523,7 @@ int aegis_pki_pem_decode(const struct aegis_mem *mem, const char *pem, size_t le
     static const char begin[] = "-----BEGIN ", dashes[] = "-----";
     const char *p = pem, *end = pem + len, *lab, *body, *stop;
     char endline[64];
-    size_t lablen, cap, n;
+    size_t lablen, cap, n = 0;
     uint8_t *der;
     int rv;
 

@@ -13,6 +13,7 @@
 #include "ctl_server.h"
 #include "ctl_svc_oper.h"
 
+#include <aegis/base64.h>
 #include <aegis/err.h>
 #include <aegis/transport_ev.h>
 
@@ -199,21 +200,6 @@ static int read_config(struct app *app, const char *path, int reload)
 /* ---- PKI --------------------------------------------------------------------------------------
  */
 
-static int b64val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 /* pem_public_key decodes the first "PUBLIC KEY" block (SPKI DER). */
 static int pem_public_key(const char *pem, uint8_t *out, size_t cap, size_t *plen)
 {
@@ -222,23 +208,10 @@ static int pem_public_key(const char *pem, uint8_t *out, size_t cap, size_t *ple
     if (!b || !e)
         return AEGIS_ERR_MALFORMED;
     b += strlen("-----BEGIN PUBLIC KEY-----");
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t n = 0;
-    for (const char *p = b; p < e; p++) {
-        int v = b64val((unsigned char)*p);
-        if (v < 0)
-            continue; /* newlines, padding */
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (n >= cap)
-                return AEGIS_ERR_TOO_LARGE;
-            out[n++] = (uint8_t)(acc >> bits);
-        }
-    }
-    *plen = n;
+    long n = aegis_base64_decode(b, (size_t)(e - b), AEGIS_BASE64_SKIP_SPACE, out, cap);
+    if (n < 0)
+        return (int)n;
+    *plen = (size_t)n;
     return 0;
 }
 

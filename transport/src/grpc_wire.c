@@ -7,6 +7,7 @@
  */
 #include "grpc_wire.h"
 
+#include <aegis/base64.h>
 #include <aegis/err.h>
 
 #include <errno.h>
@@ -432,85 +433,21 @@ int grpc_metadata_value_ok(const char *v, size_t len)
 
 /* --- base64 for -bin metadata (RFC 4648 §4, standard alphabet) ---------- */
 
-static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 size_t grpc_base64_encode(const uint8_t *in, size_t len, char *out, size_t outcap)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        size_t k = 2;
-        if (i + 1 < len) {
-            v |= (uint32_t)in[i + 1] << 8;
-            k = 3;
-        }
-        if (i + 2 < len) {
-            v |= in[i + 2];
-            k = 4;
-        }
-        for (size_t j = 0; j < k; j++, n++) {
-            if (n < outcap)
-                out[n] = b64chars[(v >> (18 - 6 * j)) & 0x3F];
-        }
-    }
-    return n;
-}
-
-static int b64val(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
+    /* gRPC emits -bin values unpadded. */
+    return aegis_base64_encode(in, len, 0, out, outcap);
 }
 
 /*
- * gRPC asks receivers to accept padded and unpadded -bin values. Padding is
- * all-or-nothing ("QQ==" or "QQ", not "QQ="). Non-zero bits in the last
- * character are tolerated like grpc-go's default decoder does.
+ * gRPC asks receivers to accept padded and unpadded -bin values. Non-zero
+ * bits in the last character are tolerated like grpc-go's default decoder
+ * does (no AEGIS_BASE64_STRICT).
  */
 long grpc_base64_decode(const char *in, size_t len, uint8_t *out, size_t outcap)
 {
-    if (!in && len)
-        return AEGIS_ERR_MALFORMED;
-    if (len > 0 && len % 4 == 0 && in[len - 1] == '=') {
-        len--;
-        if (in[len - 1] == '=')
-            len--;
-    }
-    if (len % 4 == 1)
-        return AEGIS_ERR_MALFORMED;
-    size_t need = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
-    if (need > outcap || need > LONG_MAX)
-        return -EINVAL;
-    size_t n = 0;
-    uint32_t acc = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64val(in[i]);
-        if (v < 0)
-            return AEGIS_ERR_MALFORMED;
-        acc = acc << 6 | (uint32_t)v;
-        if (i % 4 == 3) {
-            out[n++] = (uint8_t)(acc >> 16);
-            out[n++] = (uint8_t)(acc >> 8);
-            out[n++] = (uint8_t)acc;
-            acc = 0;
-        }
-    }
-    if (len % 4 == 2) {
-        out[n++] = (uint8_t)(acc >> 4);
-    } else if (len % 4 == 3) {
-        out[n++] = (uint8_t)(acc >> 10);
-        out[n++] = (uint8_t)(acc >> 2);
-    }
-    return (long)n;
+    long n = aegis_base64_decode(in, len, 0, out, outcap);
+    return n == AEGIS_ERR_TOO_LARGE ? -EINVAL : n;
 }
 
 /* --- grpc-encoding / grpc-accept-encoding ------------------------------- */
