@@ -247,6 +247,12 @@ void ctl_fetch_start(struct ctl_rpc *r)
     }
     r->state = st;
     ctl_rpc_list_stream(r);
+    /* zstd on the wire when the agent accepts it (DESIGN §2); chunks of an
+     * already-compressed artifact go plain, as they would not shrink. */
+    int crv = aegis_call_set_compress(r->call, 1);
+    if (crv != 0 && crv != AEGIS_ERR_UNSUPPORTED)
+        AEGIS_LOG(&r->srv->log, AEGIS_LOG_DEBUG, "call=FetchArtifact zstd=off err=%s",
+                  aegis_strerror(crv));
     ctl_hex(req->sha256.data, 32, st->sha_hex);
     const char *v[1] = {st->sha_hex};
     ctl_rpc_db(r,

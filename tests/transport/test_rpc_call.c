@@ -447,6 +447,37 @@ static void test_client_send_bound(void **state)
     fx_teardown(&f);
 }
 
+/* A server compresses a response stream it chose to (the client advertises
+ * zstd in grpc-accept-encoding without compressing its own request); too
+ * late once the headers are out. */
+static void test_server_stream_compression(void **state)
+{
+    (void)state;
+    size_t sent[2];
+    for (int on = 0; on <= 1; on++) {
+        struct fx f;
+        fx_setup(&f, 12);
+        fx_connect(&f);
+        f.svc.compress_download = on;
+        struct tres r = {0};
+        start(&f, "/test.Echo/Download", AEGIS_RPC_SERVER_STREAMING, NULL, &r);
+        uint64_t before = aegis_endpoint_stats(f.net.srv)->bytes_sent;
+        aegis_call_send(r.call, (const uint8_t *)"1048576/65536", 13);
+        aegis_call_close_send(r.call);
+        assert_true(tnet_run(&f.net, 10 * AEGIS_NS_PER_S, cond_done, &r));
+        assert_int_equal(r.status, AEGIS_GRPC_OK);
+        assert_int_equal(r.bytes, 1048576);
+        assert_int_equal(r.nmsgs, 16);
+        if (on)
+            assert_int_equal(f.svc.compress_rv, 0);
+        sent[on] = (size_t)(aegis_endpoint_stats(f.net.srv)->bytes_sent - before);
+        fx_teardown(&f);
+    }
+    print_message("server bytes for 1 MiB: plain %zu, zstd %zu\n", sent[0], sent[1]);
+    assert_true(sent[0] >= 1048576);
+    assert_true(sent[1] < 1048576 / 10);
+}
+
 static void test_zstd_compression(void **state)
 {
     (void)state;
@@ -493,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_reply_from_resume_not_deferred),
         cmocka_unit_test(test_client_send_bound),
         cmocka_unit_test(test_zstd_compression),
+        cmocka_unit_test(test_server_stream_compression),
     };
     int rv = cmocka_run_group_tests(tests, NULL, NULL);
     tpki_free(&pki);

@@ -188,6 +188,8 @@ static int on_download(struct aegis_call *call, const struct aegis_metadata *md,
     if (!st)
         return -1;
     st->s = s;
+    if (s->compress_download)
+        s->compress_rv = aegis_call_set_compress(call, 1);
     struct aegis_call_callbacks cb = {
         .on_message = dl_msg, .on_writable = dl_writable, .on_close = dl_close};
     aegis_call_set_callbacks(call, &cb, st);

@@ -27,7 +27,9 @@ struct tsvc {
     struct aegis_conn *last_conn; /* the last connection seen by on_handshake */
     size_t stream_total;          /* bytes the server streamed in Download */
     size_t download_size, download_chunk;
-    size_t max_queued; /* largest aegis_call_queued seen by Download */
+    size_t max_queued;     /* largest aegis_call_queued seen by Download */
+    int compress_download; /* Download asks for zstd responses in on_call */
+    int compress_rv;       /* what aegis_call_set_compress returned there */
 };
 
 /* Client-side result of one call. */

@@ -390,6 +390,9 @@ int call_recv_header(struct aegis_call *call, const uint8_t *name, size_t nlen,
         } else if (IS("content-type")) {
             if (!grpc_content_type_ok(v, vlen))
                 call->bad_headers = 1;
+        } else if (IS("grpc-accept-encoding")) {
+            if (grpc_accept_encoding_parse(v, vlen) & (1u << GRPC_ENC_ZSTD))
+                call->peer_accepts_zstd = 1;
         } else if (IS("grpc-timeout")) {
             uint64_t ns;
             if (grpc_timeout_parse(v, vlen, &ns) == 0)
@@ -480,6 +483,8 @@ static void server_dispatch(struct aegis_call *call)
     /* answer compressed when asked compressed (grpc-encoding is per
      * direction, but a zstd sender surely accepts zstd) */
     call->compress = call->peer_zstd;
+    if (call->peer_zstd)
+        call->peer_accepts_zstd = 1;
     if (call->timeout_hdr_ns) {
         uint64_t d = ep->now + call->timeout_hdr_ns;
         call->deadline = d < ep->now ? AEGIS_TSTAMP_NEVER - 1 : d;
@@ -1250,4 +1255,22 @@ void aegis_call_set_data(struct aegis_call *call, void *data)
 void *aegis_call_get_data(const struct aegis_call *call)
 {
     return call->app_data;
+}
+
+int aegis_call_set_compress(struct aegis_call *call, int on)
+{
+    if (!call)
+        return -EINVAL;
+    /* grpc-encoding travels in the headers: too late once they are out. */
+    if (call->submitted || call->status_set)
+        return AEGIS_ERR_STATE;
+    if (!on) {
+        call->compress = 0;
+        return 0;
+    }
+    /* gRPC: send compressed only what the peer said it accepts. */
+    if (call->is_server && !call->peer_accepts_zstd)
+        return AEGIS_ERR_UNSUPPORTED;
+    call->compress = 1;
+    return 0;
 }

@@ -114,7 +114,8 @@ struct aegis_call {
     unsigned half_close_notified : 1;
     unsigned in_trailers : 1;
     unsigned compress : 1;
-    unsigned peer_zstd : 1; /* peer's grpc-encoding is zstd */
+    unsigned peer_zstd : 1;         /* peer's grpc-encoding is zstd */
+    unsigned peer_accepts_zstd : 1; /* server: zstd in the client's grpc-accept-encoding */
     unsigned bad_headers : 1;
     unsigned nrecv_msgs : 2; /* saturating count for cardinality checks */
     unsigned nsent_msgs : 2;

@@ -142,6 +142,19 @@ int aegis_call_finish(struct aegis_call *call, int status, const char *message,
  * AEGIS_ERR_STATE when already over. */
 int aegis_call_cancel(struct aegis_call *call);
 
+/*
+ * aegis_call_set_compress turns zstd compression of this side's messages on
+ * or off (grpc-encoding: zstd; each message is still sent plain when
+ * compression would not make it smaller). Server: allowed only when the
+ * client listed zstd in grpc-accept-encoding (or sent zstd itself); call it
+ * before the first message, e.g. in on_call, to compress a large response
+ * stream. Client: the same as aegis_call_opts.compress, which is the usual
+ * way. Errors: AEGIS_ERR_UNSUPPORTED (the client does not accept zstd; the
+ * call goes on uncompressed), AEGIS_ERR_STATE (headers already sent),
+ * -EINVAL. Callable from callbacks.
+ */
+int aegis_call_set_compress(struct aegis_call *call, int on);
+
 /* aegis_call_resume resumes delivery after AEGIS_CALL_PAUSE. Returns 0. */
 int aegis_call_resume(struct aegis_call *call);
 
