@@ -375,8 +375,11 @@ static int cb_message(struct aegis_call *call, const uint8_t *msg, size_t len, v
 {
     (void)call;
     struct callctx *c = user_data;
+    /* A callback that has seen enough (CTL_STREAM_STOP, or an error) ends
+     * the stream: -1 cancels the call. 1 would be AEGIS_CALL_PAUSE, which
+     * leaves the stream open and the loop waiting for ever. */
     if (c->on_msg)
-        return c->on_msg(msg, len, c->arg) != 0;
+        return c->on_msg(msg, len, c->arg) != 0 ? -1 : 0;
     if (c->resp) /* a unary reply has one message; ignore a second one */
         return 0;
     c->resp = malloc(len ? len : 1);

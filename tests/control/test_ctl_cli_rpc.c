@@ -77,7 +77,8 @@ struct srv {
     atomic_ulong upload_bytes;
     atomic_int upload_msgs;
     atomic_int refused;
-    atomic_int hang_status; /* status the hanging tail ended with on the server */
+    atomic_int hang_status;  /* status the hanging tail ended with on the server */
+    atomic_int watch_status; /* status the never-ending WatchCommand ended with */
 };
 
 static struct srv S;
@@ -87,7 +88,8 @@ struct scall {
     size_t bytes;
     int msgs;
     int bad;
-    int hang; /* TailTelemetry for agent "hang": never finishes */
+    int hang;       /* TailTelemetry for agent "hang": never finishes */
+    int hang_watch; /* WatchCommand: sends done=true, never finishes */
 };
 
 static void finish_with(struct aegis_call *call, const ProtobufCMessage *m)
@@ -159,6 +161,24 @@ static void s_half_close(struct aegis_call *call, void *ud)
             aegis_call_finish(call, 3, "bad chunk", NULL, 0);
         else
             finish_with(call, &r.base);
+    } else if (strstr(c->path, "WatchCommand")) {
+        /* The final progress message, but the stream stays open: the client
+         * must stop on done=true by itself (it used to pause and hang). */
+        c->hang_watch = 1;
+        Aegis__V1__CommandDelivery d = AEGIS__V1__COMMAND_DELIVERY__INIT;
+        d.agent_id = (char *)"a1";
+        d.state = AEGIS__V1__COMMAND_STATE__COMMAND_STATE_SUCCEEDED;
+        d.attempts = 1;
+        d.detail = (char *)"";
+        Aegis__V1__CommandProgress p = AEGIS__V1__COMMAND_PROGRESS__INIT;
+        p.delivery = &d;
+        p.done = 1;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        if (ctl_pack(&p.base, &buf, &len) == 0) {
+            aegis_call_send(call, buf, len);
+            aegis_free(NULL, buf);
+        }
     } else if (strstr(c->path, "TailTelemetry") && c->hang) {
         /* The operator presses ^C while the stream is open. */
         kill(getpid(), SIGINT);
@@ -189,6 +209,8 @@ static void s_close(struct aegis_call *call, const struct aegis_call_status *st,
     struct scall *c = ud;
     if (c->hang)
         atomic_store(&S.hang_status, st->code);
+    if (c->hang_watch)
+        atomic_store(&S.watch_status, st->code);
     free(ud);
 }
 
@@ -270,11 +292,13 @@ static int start_server(void **state)
 
     static const char *const paths[] = {
         "/aegis.v1.OperatorService/ListTokens", "/aegis.v1.OperatorService/RevokeToken",
-        "/aegis.v1.OperatorService/UploadArtifact", "/aegis.v1.OperatorService/TailTelemetry"};
+        "/aegis.v1.OperatorService/UploadArtifact", "/aegis.v1.OperatorService/TailTelemetry",
+        "/aegis.v1.OperatorService/WatchCommand"};
     static const enum aegis_rpc_shape shapes[] = {
-        AEGIS_RPC_UNARY, AEGIS_RPC_UNARY, AEGIS_RPC_CLIENT_STREAMING, AEGIS_RPC_SERVER_STREAMING};
-    struct aegis_rpc_handler h[4];
-    for (size_t i = 0; i < 4; i++)
+        AEGIS_RPC_UNARY, AEGIS_RPC_UNARY, AEGIS_RPC_CLIENT_STREAMING, AEGIS_RPC_SERVER_STREAMING,
+        AEGIS_RPC_SERVER_STREAMING};
+    struct aegis_rpc_handler h[5];
+    for (size_t i = 0; i < 5; i++)
         h[i] = (struct aegis_rpc_handler){paths[i], shapes[i], s_on_call, NULL};
     struct aegis_endpoint_config cfg = {0};
     cfg.is_server = 1;
@@ -286,7 +310,7 @@ static int start_server(void **state)
     cfg.tls.ca_len = strlen(ca.cert);
     cfg.tls.accept_any_client_cert = 1;
     cfg.handlers = h;
-    cfg.nhandlers = 4;
+    cfg.nhandlers = 5;
     cfg.callbacks.on_handshake = s_handshake;
     S.loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(S.loop);
@@ -414,6 +438,24 @@ static void test_interrupt_stream(void **state)
     fake_free(&f);
 }
 
+/* `commands watch` ends by itself on the final progress message even when
+ * the server keeps the stream open; the server sees the stream cancelled. */
+static void test_watch_stops_on_done(void **state)
+{
+    (void)state;
+    struct fake f;
+    real_env(&f, server_pin, op_cert, op_key);
+    atomic_store(&S.watch_status, -1);
+    assert_int_equal(fake_run(&f, "commands", "watch", "c0ffee00-0000-4000-8000-000000000001",
+                              "--timeout", "10s", NULL),
+                     0);
+    assert_non_null(strstr(f.out, "a1 succeeded attempts=1"));
+    for (int i = 0; i < 200 && atomic_load(&S.watch_status) < 0; i++)
+        usleep(10000); /* bounded wait for the server thread to see the reset */
+    assert_int_equal(atomic_load(&S.watch_status), 1 /* CANCELLED */);
+    fake_free(&f);
+}
+
 static void test_connect_failures(void **state)
 {
     (void)state;
@@ -468,9 +510,9 @@ static void test_connect_failures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unary_and_status), cmocka_unit_test(test_upload_backpressure),
-        cmocka_unit_test(test_server_stream),    cmocka_unit_test(test_interrupt_stream),
-        cmocka_unit_test(test_connect_failures),
+        cmocka_unit_test(test_unary_and_status),    cmocka_unit_test(test_upload_backpressure),
+        cmocka_unit_test(test_server_stream),       cmocka_unit_test(test_interrupt_stream),
+        cmocka_unit_test(test_watch_stops_on_done), cmocka_unit_test(test_connect_failures),
     };
     return cmocka_run_group_tests(tests, start_server, stop_server);
 }
