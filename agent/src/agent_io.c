@@ -211,8 +211,17 @@ int agent_io_read_file(const struct agent_io *io, const char *path, void *buf, s
     if (rv == 0 && (st.st_size < 0 || (uint64_t)st.st_size > cap))
         rv = AEGIS_ERR_TOO_LARGE;
     size_t got = 0;
+    /* /proc and /sys files report size 0 but have content: read those to
+     * end of file, within cap (one byte more means it did not fit). */
+    int unsized = rv == 0 && st.st_size == 0;
     if (rv == 0)
-        rv = agent_io_read_full(io, fd, buf, (size_t)st.st_size, 0, &got);
+        rv = agent_io_read_full(io, fd, buf, unsized ? cap : (size_t)st.st_size, 0, &got);
+    if (rv == 0 && unsized && got == cap) {
+        uint8_t extra;
+        size_t more = 0;
+        if (agent_io_read_full(io, fd, &extra, 1, (off_t)got, &more) == 0 && more)
+            rv = AEGIS_ERR_TOO_LARGE;
+    }
     io->close(fd, io->user_data);
     if (rv == 0)
         *plen = got;

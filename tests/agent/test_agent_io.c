@@ -97,6 +97,24 @@ static void atomic_file_round_trip(void **state)
     assert_int_equal(agent_test_rmtree(dir), 0);
 }
 
+/* /proc files report size 0: their content is read to end of file, and a
+ * cap that is too small is an error, not a silent truncation. */
+static void proc_files_are_read_whole(void **state)
+{
+    (void)state;
+    char buf[65536];
+    size_t n = 0;
+    assert_int_equal(agent_io_read_file(NULL, "/proc/self/status", buf, sizeof(buf) - 1, &n), 0);
+    assert_true(n > 0);
+    buf[n] = 0;
+    assert_non_null(strstr(buf, "Name:"));
+    size_t small = 0;
+    assert_int_equal(agent_io_read_file(NULL, "/proc/self/status", buf, 8, &small),
+                     AEGIS_ERR_TOO_LARGE);
+    assert_int_equal(agent_io_read_file(NULL, "/proc/loadavg", buf, sizeof(buf), &n), 0);
+    assert_true(n > 0);
+}
+
 static void errmsg_formats_and_passes_rv(void **state)
 {
     (void)state;
@@ -111,6 +129,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(short_transfers_and_eintr),
         cmocka_unit_test(atomic_file_round_trip),
+        cmocka_unit_test(proc_files_are_read_whole),
         cmocka_unit_test(errmsg_formats_and_passes_rv),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
