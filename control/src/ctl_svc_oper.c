@@ -680,6 +680,10 @@ static void get_command(struct ctl_rpc *r)
 struct watch_state {
     char since[40]; /* updated_at watermark (text, microseconds) */
     int busy, again;
+    /* The done=true message did not fit the send queue: it goes out from
+     * on_writable with these counts, then the call finishes. */
+    int final_pending;
+    uint32_t final_counts[8];
 };
 
 static void watch_free(struct ctl_rpc *r)
@@ -735,12 +739,17 @@ static void watch_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *re
             ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "cannot send progress");
             return;
         }
-        /* -EAGAIN: a watcher that does not read loses intermediate events; the final state
-         * always follows from the counts of a later message. */
+        /* -EAGAIN: a watcher that does not read loses intermediate events, but never the
+         * final one (sent from on_writable below). */
+        if (srv_rv == -EAGAIN && p.done) {
+            st->final_pending = 1;
+            memcpy(st->final_counts, counts, sizeof(counts));
+        }
     }
     snprintf(st->since, sizeof(st->since), "%s", ctl_db_result_value(res, 0, 9));
     if (done) {
-        ctl_rpc_finish(r, AEGIS_GRPC_OK, "");
+        if (!st->final_pending)
+            ctl_rpc_finish(r, AEGIS_GRPC_OK, "");
         return;
     }
     if (st->again) {
@@ -779,6 +788,26 @@ static void watch_query(struct ctl_rpc *r)
 
 /* delivery_fill reads 8 columns from col; the watch query has 7 delivery columns + counts at 8:
  * its "result" column is the counts text, which is not hex and is ignored. */
+
+static void watch_writable(struct ctl_rpc *r)
+{
+    struct watch_state *st = r->state;
+    if (!st || !st->final_pending)
+        return;
+    Aegis__V1__CommandProgress p = AEGIS__V1__COMMAND_PROGRESS__INIT;
+    p.n_state_counts = 8;
+    p.state_counts = st->final_counts;
+    p.done = 1;
+    int rv = ctl_rpc_send(r, &p.base);
+    if (rv == -EAGAIN)
+        return; /* still full: the next on_writable tries again */
+    st->final_pending = 0;
+    if (rv != 0) {
+        ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "cannot send progress");
+        return;
+    }
+    ctl_rpc_finish(r, AEGIS_GRPC_OK, "");
+}
 
 static void watch_command(struct ctl_rpc *r)
 {
@@ -1188,6 +1217,7 @@ static const struct ctl_handler oper_handlers[] = {
     {.path = OP("WatchCommand"),
      .roles = CTL_ROLE_OPERATOR,
      .start = watch_command,
+     .on_writable = watch_writable,
      .free_state = watch_free},
     {.path = OP("UploadArtifact"),
      .roles = CTL_ROLE_OPERATOR,
