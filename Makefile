@@ -10,7 +10,7 @@ CTEST_FLAGS ?= --output-on-failure -j$(JOBS)
 
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all build deps test asan-test format format-check clean distclean
+.PHONY: all build deps test demo asan-test format format-check clean distclean
 
 all: build
 
@@ -25,6 +25,13 @@ build: deps
 
 test: build
 	@ctest --test-dir $(BUILD) $(CTEST_FLAGS)
+
+# A whole fleet on this machine (tools/demo.sh): PostgreSQL, PKI, aegis-control, agents in
+# network namespaces (as root; loopback otherwise), driven with aegisctl, then cleaned up.
+# DEMO_FLAGS=--keep leaves it running and prints how to use and stop it.
+DEMO_FLAGS ?=
+demo: build
+	@tools/demo.sh --build-dir $(BUILD) $(DEMO_FLAGS)
 
 # Unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan-test: deps
