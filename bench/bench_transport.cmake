@@ -5,3 +5,5 @@ if(TARGET aegis_proto)
   target_link_libraries(aegis-bench PRIVATE aegis_transport aegis_proto aegis_pki aegis_base
                         aegis_dep_libev)
 endif()
+# The fleet benchmark (aegis-bench-fleet) lives in its own file.
+include(${CMAKE_CURRENT_LIST_DIR}/bench_fleet.cmake OPTIONAL)
