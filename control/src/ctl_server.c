@@ -168,6 +168,14 @@ static void rpc_maybe_free(struct ctl_rpc *r)
         srv->rpcs = r->next;
     if (r->next)
         r->next->prev = r->prev;
+    if (r->watching) {
+        if (r->wprev)
+            r->wprev->wnext = r->wnext;
+        else
+            srv->watchers = r->wnext;
+        if (r->wnext)
+            r->wnext->wprev = r->wprev;
+    }
     if (r->h->free_state)
         r->h->free_state(r);
     ctl_cmd_job_free(r);
@@ -179,6 +187,19 @@ static void rpc_maybe_free(struct ctl_rpc *r)
 void ctl_rpc_list_stream(struct ctl_rpc *r)
 {
     r->stream = 1;
+}
+
+void ctl_rpc_add_watcher(struct ctl_rpc *r)
+{
+    r->stream = 1;
+    if (r->watching)
+        return;
+    r->watching = 1;
+    r->wprev = NULL;
+    r->wnext = r->srv->watchers;
+    if (r->wnext)
+        r->wnext->wprev = r;
+    r->srv->watchers = r;
 }
 
 void ctl_rpc_finish(struct ctl_rpc *r, int status, const char *msg)

@@ -174,10 +174,12 @@ struct ctl_rpc {
     int finished;     /* aegis_call_finish was called */
     int got_msg;
     aegis_tstamp started;
-    struct ctl_rpc *prev, *next; /* server-wide list */
-    int stream;                  /* long-lived: ended by the SIGTERM drain */
-    void *cmd_job;               /* ctl_svc_cmd.c, while a command is being created */
-    char watch_key[64];          /* WatchCommand/TailTelemetry: what NOTIFY wakes it for */
+    struct ctl_rpc *prev, *next;   /* server-wide list */
+    int stream;                    /* long-lived: ended by the SIGTERM drain */
+    void *cmd_job;                 /* ctl_svc_cmd.c, while a command is being created */
+    char watch_key[64];            /* WatchCommand/TailTelemetry: what NOTIFY wakes it for */
+    struct ctl_rpc *wprev, *wnext; /* srv->watchers, while it is one */
+    int watching;
     int deferred, defer_half, defer_writable; /* events handled on the next loop turn */
     struct ctl_rpc *defer_next;
 };
@@ -219,6 +221,9 @@ struct ctl_server {
 
     struct ctl_conn *conns; /* every live connection */
     struct ctl_rpc *rpcs;   /* every RPC context */
+    /* Operator streams woken by NOTIFY (WatchCommand, TailTelemetry): a handful,
+     * walked per notification instead of every agent's Subscribe stream. */
+    struct ctl_rpc *watchers;
     uint64_t conn_serial;
 
     struct ctl_handler *handlers;
@@ -273,6 +278,9 @@ void ctl_rpc_fail_db(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 void ctl_rpc_finish(struct ctl_rpc *r, int status, const char *msg);
 /* Streams ended by the SIGTERM drain. */
 void ctl_rpc_list_stream(struct ctl_rpc *r);
+/* ctl_rpc_add_watcher marks r as a long-lived stream that database
+ * notifications wake (it leaves srv->watchers when the RPC is freed). */
+void ctl_rpc_add_watcher(struct ctl_rpc *r);
 
 /* ctl_audit writes one audit row (fire and forget; failures are logged). outcome: "ok",
  * "denied", "error". detail: a plain message stored as {"detail": ...}. */

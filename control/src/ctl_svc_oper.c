@@ -824,7 +824,7 @@ static void watch_command(struct ctl_rpc *r)
     r->state = st;
     snprintf(st->since, sizeof(st->since), "-infinity");
     snprintf(r->watch_key, sizeof(r->watch_key), "%s", req->command_id);
-    ctl_rpc_list_stream(r);
+    ctl_rpc_add_watcher(r);
     watch_query(r);
 }
 
@@ -1094,7 +1094,7 @@ static void tail_telemetry(struct ctl_rpc *r)
     snprintf(st->no_ev, sizeof(st->no_ev), "%s", req->filter && req->filter->no_events ? "t" : "f");
     snprintf(st->no_m, sizeof(st->no_m), "%s", req->filter && req->filter->no_metrics ? "t" : "f");
     snprintf(r->watch_key, sizeof(r->watch_key), "tail");
-    ctl_rpc_list_stream(r);
+    ctl_rpc_add_watcher(r);
     /* From now on, by the database's clock (received_at is set by the database). */
     st->busy = 1;
     if (ctl_rpc_db(r, "SELECT now()::text", 0, NULL, NULL, NULL, tail_started) != 0)
@@ -1105,8 +1105,8 @@ static void on_deliveries_notify(const char *channel, const char *payload, void 
 {
     struct ctl_server *srv = ud;
     (void)channel;
-    for (struct ctl_rpc *r = srv->rpcs; r; r = r->next)
-        if (r->stream && r->call && !r->finished && r->state &&
+    for (struct ctl_rpc *r = srv->watchers; r; r = r->wnext)
+        if (r->call && !r->finished && r->state &&
             strcmp(r->h->path, "/aegis.v1.OperatorService/WatchCommand") == 0 &&
             strcmp(r->watch_key, payload) == 0)
             watch_query(r);
@@ -1117,8 +1117,8 @@ static void on_telemetry_notify(const char *channel, const char *payload, void *
     struct ctl_server *srv = ud;
     (void)channel;
     (void)payload;
-    for (struct ctl_rpc *r = srv->rpcs; r; r = r->next)
-        if (r->stream && r->call && !r->finished && r->state &&
+    for (struct ctl_rpc *r = srv->watchers; r; r = r->wnext)
+        if (r->call && !r->finished && r->state &&
             strcmp(r->h->path, "/aegis.v1.OperatorService/TailTelemetry") == 0)
             tail_query(r);
 }
