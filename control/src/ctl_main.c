@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,7 +37,7 @@ static const char usage[] =
     "  --config FILE            key = value lines with the long option names below\n"
     "  --listen ADDR:PORT       QUIC listen address (default 0.0.0.0:4433)\n"
     "  --db DSN                 PostgreSQL connection string\n"
-    "  --pki DIR                ca.pem ca.key server.pem server.key [command.key]\n"
+    "  --pki DIR                ca.pem ca.key server.pem server.key [command.key quic-secret]\n"
     "  --artifact-pubkey FILE   trusted artifact-signing public key (repeatable;\n"
     "                           also every DIR/artifact-keys/*.pub)\n"
     "  --extra-pin PIN          second server pin handed to agents (key rotation)\n"
@@ -350,6 +351,48 @@ static int load_command_key(struct ctl_server *srv)
     return rv;
 }
 
+/* load_quic_secret reads pki/quic-secret (32 bytes), making it at first
+ * start: the QUIC stateless-reset and Retry secret must survive restarts. */
+static int load_quic_secret(struct ctl_server *srv)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/quic-secret", srv->cfg.pki_dir);
+    uint8_t fresh[sizeof(srv->quic_secret)];
+    if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh)) {
+        fprintf(stderr, "aegis-control: cannot get random bytes: %s\n", strerror(errno));
+        return -EIO;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        ssize_t w = write(fd, fresh, sizeof(fresh));
+        int ok = w == (ssize_t)sizeof(fresh) && fsync(fd) == 0;
+        int e = errno;
+        close(fd);
+        if (!ok) {
+            unlink(path);
+            fprintf(stderr, "aegis-control: cannot write %s: %s\n", path, strerror(e));
+            return -e;
+        }
+    } else if (errno != EEXIST) {
+        fprintf(stderr, "aegis-control: cannot create %s: %s\n", path, strerror(errno));
+        return -errno;
+    }
+    explicit_bzero(fresh, sizeof(fresh));
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, srv->quic_secret, sizeof(srv->quic_secret)) : -1;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    if (n != (ssize_t)sizeof(srv->quic_secret)) {
+        fprintf(stderr,
+                "aegis-control: cannot read %s: %s (it must hold %zu bytes; delete it to make a "
+                "new one)\n",
+                path, n < 0 ? strerror(e) : "wrong size", sizeof(srv->quic_secret));
+        return n < 0 ? -e : AEGIS_ERR_MALFORMED;
+    }
+    return 0;
+}
+
 static int load_pki(struct ctl_server *srv)
 {
     char path[600];
@@ -370,7 +413,7 @@ static int load_pki(struct ctl_server *srv)
     (void)len;
     if ((rv = load_key(srv, "ca.key", &srv->ca_key)) != 0 ||
         (rv = load_key(srv, "server.key", &srv->server_key)) != 0 ||
-        (rv = load_command_key(srv)) != 0)
+        (rv = load_command_key(srv)) != 0 || (rv = load_quic_secret(srv)) != 0)
         return rv;
     if ((rv = aegis_pin_from_pem(srv->server_pem, srv->server_len, srv->server_pin)) != 0) {
         fprintf(stderr, "aegis-control: cannot pin %s/server.pem: %s\n", srv->cfg.pki_dir,

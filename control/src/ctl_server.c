@@ -762,6 +762,10 @@ int ctl_server_start(struct ctl_server *srv)
         .max_conns = srv->cfg.max_conns,
         .handlers = th,
         .nhandlers = srv->nhandlers,
+        /* After a crash, the restarted server resets the old connections so
+         * agents reconnect at once, not after their idle timeout. */
+        .static_secret = srv->quic_secret,
+        .static_secret_len = sizeof(srv->quic_secret),
         .callbacks = {.on_handshake = on_handshake, .on_closed = on_closed},
         .user_data = srv,
     };

@@ -211,6 +211,8 @@ struct ctl_server {
     char server_pin[AEGIS_PIN_STRLEN];
     uint8_t command_pub[32];
     char command_key_id[17];
+    /* Stateless-reset/Retry secret, the same across restarts (pki/quic-secret). */
+    uint8_t quic_secret[32];
     struct ctl_artifact_key artifact_keys[CTL_MAX_ARTIFACT_KEYS];
     size_t n_artifact_keys;
 

@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,6 +280,58 @@ static void test_stateless_reset(void **state)
     tfx_free(&f);
 }
 
+/* A server process that died (kill -9) and came back as a new endpoint
+ * resets its predecessor's connections only if it derives reset tokens from
+ * the same static secret: then the client learns at once, otherwise it
+ * would wait for its idle timeout (a restart storm, bench/README.md). */
+static void test_restart_with_static_secret(void **state)
+{
+    (void)state;
+    uint8_t secret[AEGIS_TRANSPORT_SECRET_LEN], other[AEGIS_TRANSPORT_SECRET_LEN];
+    memset(secret, 0x5a, sizeof(secret));
+    memset(other, 0xa5, sizeof(other));
+    for (int same = 0; same <= 1; same++) {
+        struct tfx f;
+        tfx_config(&f, &pki, &pki.client);
+        f.scfg.static_secret = secret;
+        f.scfg.static_secret_len = sizeof(secret);
+        tfx_start(&f, 30 + (uint64_t)same);
+        assert_true(tfx_connect(&f, 5 * AEGIS_NS_PER_S));
+        /* The process vanishes without a word; a new one binds the address. */
+        aegis_endpoint_del(f.net.srv);
+        f.net.srv = NULL;
+        if (!same)
+            f.scfg.static_secret = other;
+        assert_int_equal(aegis_endpoint_new(&f.scfg, &f.net.srv), 0);
+        struct tres r = {0};
+        assert_int_equal(aegis_call_start(f.conn, "/test.Echo/Unary", AEGIS_RPC_UNARY, NULL,
+                                          &tres_callbacks, &r, &r.call),
+                         0);
+        aegis_call_send(r.call, (const uint8_t *)"x", 1);
+        aegis_call_close_send(r.call);
+        tnet_run(&f.net, 5 * AEGIS_NS_PER_S, tres_cond_done, &r);
+        assert_true(aegis_endpoint_stats(f.net.srv)->stateless_resets_sent >= 1);
+        if (same) {
+            assert_true(r.done);
+            assert_int_equal(r.status, AEGIS_GRPC_UNAVAILABLE);
+            assert_int_equal(f.cli.why.kind, AEGIS_CLOSE_RESET);
+        } else {
+            /* The reset is not recognised: still waiting after 5 s. */
+            assert_false(r.done);
+            assert_int_equal(f.cli.closed, 0);
+        }
+        tfx_free(&f);
+    }
+    /* A secret of the wrong length is refused. */
+    struct tfx g;
+    tfx_config(&g, &pki, &pki.client);
+    g.scfg.static_secret = secret;
+    g.scfg.static_secret_len = 16;
+    struct aegis_endpoint *ep = NULL;
+    assert_int_equal(aegis_endpoint_new(&g.scfg, &ep), -EINVAL);
+    assert_null(ep);
+}
+
 /* Holds one handshake in progress on the server: a second client, outside
  * the simulated network, sends only its first Initial. Returns it. */
 static struct aegis_endpoint *hold_one_handshake(struct tfx *f)
@@ -381,9 +434,13 @@ int main(void)
 {
     tpki_make(&pki);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_loss_and_reordering), cmocka_unit_test(test_client_address_change),
-        cmocka_unit_test(test_idle_vs_keepalive),   cmocka_unit_test(test_graceful_shutdown),
-        cmocka_unit_test(test_stateless_reset),     cmocka_unit_test(test_retry_and_cap),
+        cmocka_unit_test(test_loss_and_reordering),
+        cmocka_unit_test(test_client_address_change),
+        cmocka_unit_test(test_idle_vs_keepalive),
+        cmocka_unit_test(test_graceful_shutdown),
+        cmocka_unit_test(test_stateless_reset),
+        cmocka_unit_test(test_restart_with_static_secret),
+        cmocka_unit_test(test_retry_and_cap),
         cmocka_unit_test(test_qlog_files),
     };
     int rv = cmocka_run_group_tests(tests, NULL, NULL);

@@ -322,7 +322,16 @@ int aegis_endpoint_new(const struct aegis_endpoint_config *cfg, struct aegis_end
         rv = -ENOMEM;
         goto fail;
     }
-    rv = tls_random(ep->secret, sizeof(ep->secret));
+    if (cfg->static_secret) {
+        if (cfg->static_secret_len != sizeof(ep->secret)) {
+            rv = -EINVAL;
+            goto fail;
+        }
+        memcpy(ep->secret, cfg->static_secret, sizeof(ep->secret));
+        rv = 0;
+    } else {
+        rv = tls_random(ep->secret, sizeof(ep->secret));
+    }
     if (rv != 0)
         goto fail;
     rv = tls_ctx_new(mem, cfg->is_server, &cfg->tls, &ep->tls);

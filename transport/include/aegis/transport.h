@@ -64,6 +64,8 @@ struct aegis_rpc_handler; /* <aegis/rpc.h> */
  * (DESIGN §8: 1,000). */
 #define AEGIS_TRANSPORT_RETRY_THRESHOLD 200
 #define AEGIS_TRANSPORT_MAX_HANDSHAKES 1000
+/* Length of aegis_endpoint_config.static_secret. */
+#define AEGIS_TRANSPORT_SECRET_LEN 32
 /* Connections one server endpoint holds at most. */
 #define AEGIS_TRANSPORT_MAX_CONNS 100000
 
@@ -192,6 +194,13 @@ struct aegis_endpoint_config {
     /* Server: RPC handlers (copied at creation; the strings too). */
     const struct aegis_rpc_handler *handlers;
     size_t nhandlers;
+    /* Server: AEGIS_TRANSPORT_SECRET_LEN secret bytes from which stateless
+     * reset tokens (RFC 9000 §10.3) and Retry tokens are derived (copied).
+     * Keep the same secret across restarts: after a crash the new process
+     * then resets its predecessor's connections, so clients reconnect at once
+     * instead of waiting out their idle timeout. NULL = random per endpoint. */
+    const uint8_t *static_secret;
+    size_t static_secret_len;
     /* Optional: directory for one qlog file per connection (NULL = off). */
     const char *qlog_dir;
     struct aegis_conn_callbacks callbacks;
