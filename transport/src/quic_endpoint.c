@@ -20,9 +20,14 @@
 /* A Retry token is valid this long (RFC 9000 §8.1.3 leaves it to us; a few
  * RTTs suffice). */
 #define RETRY_TOKEN_TIMEOUT_NS (10 * AEGIS_NS_PER_S)
-/* Stateless resets are only sent in answer to packets at least this long,
- * so a reset is always smaller than what provoked it (RFC 9000 §10.3.3). */
-#define RESET_MIN_TRIGGER 43
+/* A stateless reset is one byte smaller than the packet that provoked it
+ * (RFC 9000 §10.3.3: no reset loops) and at least 1 + 5 random bytes (ngtcp2's
+ * minimum) + the 16-byte token, so packets from 23 bytes up get one: that
+ * includes an idle client's keep-alive PING (about 36 bytes), which is how
+ * the clients of a restarted server learn at once that their connection is
+ * gone. */
+#define RESET_MIN_TRIGGER                                                                          \
+    (1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN + 1)
 #define CID_BUCKETS_MIN 64
 
 struct cid_entry {
@@ -437,7 +442,7 @@ static void send_reset(struct aegis_endpoint *ep, const struct aegis_path *path,
         0)
         return;
     uint8_t rnd[64];
-    size_t rlen = trigger_len - 1 - NGTCP2_STATELESS_RESET_TOKENLEN;
+    size_t rlen = trigger_len - 2 - NGTCP2_STATELESS_RESET_TOKENLEN; /* reset = trigger - 1 */
     if (rlen > sizeof(rnd))
         rlen = sizeof(rnd);
     if (tls_random(rnd, rlen) != 0)
