@@ -26,6 +26,15 @@ const char *ctl_page_token(const Aegis__V1__PageRequest *p)
     return p && p->page_token ? p->page_token : "";
 }
 
+void ctl_page_next_offset(const Aegis__V1__PageRequest *p, int nrows, int shown, char next[32],
+                          Aegis__V1__PageResponse *page)
+{
+    if (nrows <= shown)
+        return;
+    snprintf(next, 32, "%lld", (long long)(ctl_i64(ctl_page_token(p)) + shown));
+    page->next_page_token = next;
+}
+
 /* ---- agents --------------------------------------------------------------------------------- */
 
 #define AGENT_COLS                                                                                 \
@@ -375,11 +384,7 @@ static void list_tokens_rows(struct ctl_rpc *r, int rv, const struct ctl_db_resu
     Aegis__V1__ListTokensResponse resp = AEGIS__V1__LIST_TOKENS_RESPONSE__INIT;
     Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
     char next[32];
-    if (n > shown) {
-        snprintf(next, sizeof(next), "%lld",
-                 (long long)(ctl_i64(ctl_page_token(req->page)) + shown));
-        page.next_page_token = next;
-    }
+    ctl_page_next_offset(req->page, n, shown, next, &page);
     resp.n_tokens = (size_t)shown;
     resp.tokens = p;
     resp.page = &page;
@@ -969,11 +974,7 @@ static void query_tel_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result
     Aegis__V1__QueryTelemetryResponse resp = AEGIS__V1__QUERY_TELEMETRY_RESPONSE__INIT;
     Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
     char next[32];
-    if (n > shown) {
-        snprintf(next, sizeof(next), "%lld",
-                 (long long)(ctl_i64(ctl_page_token(req->page)) + shown));
-        page.next_page_token = next;
-    }
+    ctl_page_next_offset(req->page, n, shown, next, &page);
     resp.n_records = (size_t)shown;
     resp.records = p;
     resp.page = &page;

@@ -13,6 +13,11 @@
 unsigned ctl_page_limit(const Aegis__V1__PageRequest *p);
 /* ctl_page_token returns the request's page token or "". */
 const char *ctl_page_token(const Aegis__V1__PageRequest *p);
+/* ctl_page_next_offset: offset paging. When the query returned more rows
+ * (nrows) than the page shows, the next token is the offset of the next page,
+ * written to next and linked from page. */
+void ctl_page_next_offset(const Aegis__V1__PageRequest *p, int nrows, int shown, char next[32],
+                          Aegis__V1__PageResponse *page);
 
 void ctl_list_artifacts(struct ctl_rpc *r);
 void ctl_assign_artifact(struct ctl_rpc *r);

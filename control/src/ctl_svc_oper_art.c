@@ -106,11 +106,7 @@ static void list_artifacts_rows(struct ctl_rpc *r, int rv, const struct ctl_db_r
     Aegis__V1__ListArtifactsResponse resp = AEGIS__V1__LIST_ARTIFACTS_RESPONSE__INIT;
     Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
     char next[32];
-    if (n > shown) {
-        snprintf(next, sizeof(next), "%lld",
-                 (long long)(ctl_i64(ctl_page_token(req->page)) + shown));
-        page.next_page_token = next;
-    }
+    ctl_page_next_offset(req->page, n, shown, next, &page);
     resp.n_artifacts = (size_t)shown;
     resp.artifacts = p;
     resp.page = &page;
@@ -734,11 +730,7 @@ static void list_policies_rows(struct ctl_rpc *r, int rv, const struct ctl_db_re
     Aegis__V1__ListPoliciesResponse resp = AEGIS__V1__LIST_POLICIES_RESPONSE__INIT;
     Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
     char next[32];
-    if (n > shown) {
-        snprintf(next, sizeof(next), "%lld",
-                 (long long)(ctl_i64(ctl_page_token(req->page)) + shown));
-        page.next_page_token = next;
-    }
+    ctl_page_next_offset(req->page, n, shown, next, &page);
     resp.n_policies = (size_t)shown;
     resp.policies = p;
     resp.page = &page;
