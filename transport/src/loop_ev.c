@@ -56,6 +56,33 @@ struct aegis_ev {
     int blocked;
 };
 
+/* split_host splits "host:port" or "[v6]:port": the host (brackets removed)
+ * into host, *pcolon at the ':' before the port. -EINVAL if malformed. */
+static int split_host(const char *text, char host[128], const char **pcolon)
+{
+    const char *colon;
+    const char *start = text;
+    if (text[0] == '[') {
+        const char *end = strchr(text, ']');
+        if (!end || end[1] != ':')
+            return -EINVAL;
+        start = text + 1;
+        colon = end + 1;
+        if ((size_t)(end - start) >= 128)
+            return -EINVAL;
+        memcpy(host, start, (size_t)(end - start));
+        host[end - start] = 0;
+    } else {
+        colon = strrchr(text, ':');
+        if (!colon || (size_t)(colon - text) >= 128)
+            return -EINVAL;
+        memcpy(host, text, (size_t)(colon - text));
+        host[colon - text] = 0;
+    }
+    *pcolon = colon;
+    return 0;
+}
+
 int aegis_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *plen)
 {
     if (!text || !ss || !plen)
@@ -63,20 +90,8 @@ int aegis_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *p
     char host[128];
     const char *colon;
     memset(ss, 0, sizeof(*ss));
-    if (text[0] == '[') {
-        const char *end = strchr(text, ']');
-        if (!end || end[1] != ':' || (size_t)(end - text - 1) >= sizeof(host))
-            return -EINVAL;
-        memcpy(host, text + 1, (size_t)(end - text - 1));
-        host[end - text - 1] = 0;
-        colon = end + 1;
-    } else {
-        colon = strrchr(text, ':');
-        if (!colon || (size_t)(colon - text) >= sizeof(host))
-            return -EINVAL;
-        memcpy(host, text, (size_t)(colon - text));
-        host[colon - text] = 0;
-    }
+    if (split_host(text, host, &colon) != 0)
+        return -EINVAL;
     char *e;
     long port = strtol(colon + 1, &e, 10);
     if (*e || port < 0 || port > 65535 || colon[1] == 0)
@@ -361,20 +376,10 @@ int aegis_ev_connect(struct aegis_ev *ev, const char *target, const char *server
         return -EINVAL;
     path.local = ev->local;
     path.local_len = ev->local_len;
-    char host[128] = "localhost";
-    if (!server_name) {
-        const char *c = strrchr(target, ':');
-        size_t n = c ? (size_t)(c - target) : strlen(target);
-        if (target[0] == '[' && n >= 2) {
-            target++;
-            n -= 2;
-        }
-        if (n < sizeof(host)) {
-            memcpy(host, target, n);
-            host[n] = 0;
-        }
-        server_name = host;
-    }
+    char host[128];
+    const char *colon;
+    if (!server_name) /* cannot fail: aegis_parse_addr accepted target */
+        server_name = split_host(target, host, &colon) == 0 ? host : "localhost";
     int rv = aegis_endpoint_connect(ev->ep, &path, server_name, aegis_now(), pconn);
     if (rv == 0) {
         flush(ev);
