@@ -5,6 +5,7 @@
  */
 #include "ctl_cli.h"
 
+#include <aegis/base64.h>
 #include <aegis/err.h>
 #include <aegis/pki.h>
 #include <aegis/v1/artifact.pb-c.h>
@@ -86,23 +87,10 @@ int ctl_key_id(const uint8_t *spki, size_t len, char out[17])
 
 char *ctl_base64(const uint8_t *p, size_t n)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char *out = malloc((n + 2) / 3 * 4 + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
-        out[o++] = tab[(v >> 18) & 63];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < n ? tab[v & 63] : '=';
-    }
-    out[o] = '\0';
+    size_t cap = aegis_base64_encoded_len(n, AEGIS_BASE64_PAD) + 1;
+    char *out = malloc(cap);
+    if (out)
+        aegis_base64_encode(p, n, AEGIS_BASE64_PAD, out, cap);
     return out;
 }
 
