@@ -7,6 +7,7 @@
 #include "ctl_schema.h"
 
 #include <aegis/err.h>
+#include <aegis/pki.h>
 #include <aegis/proto.h>
 #include <aegis/transport_ev.h>
 
@@ -42,7 +43,11 @@ static int on_handshake(struct aegis_conn *conn, const struct aegis_peer_identit
         srv->hs_refused_other++;
         return 1;
     }
-    if (peer->chains_to_ca && strcmp(peer->subject_ou, "aegis-agent") == 0) {
+    /* The role travels in the certificate's OU (aegis-certs / Enroll). */
+    enum aegis_cert_role cert_role;
+    if (aegis_cert_role_from_ou(peer->subject_ou, &cert_role) != 0)
+        cert_role = AEGIS_ROLE_SELF; /* no role marker: neither agent nor operator */
+    if (peer->chains_to_ca && cert_role == AEGIS_ROLE_AGENT) {
         struct ctl_map_entry *e = ctl_map_get(&srv->idents, peer->spki_sha256, 32);
         if (!e) {
             snprintf(reason, reasonlen, "unknown agent key");
@@ -56,7 +61,7 @@ static int on_handshake(struct aegis_conn *conn, const struct aegis_peer_identit
         }
         role = CTL_ROLE_AGENT;
         agent_id = e->agent_id;
-    } else if (peer->chains_to_ca && strcmp(peer->subject_ou, "aegis-operator") == 0) {
+    } else if (peer->chains_to_ca && cert_role == AEGIS_ROLE_OPERATOR) {
         role = CTL_ROLE_OPERATOR;
     } else if (peer->self_signed && !peer->chains_to_ca) {
         role = CTL_ROLE_ENROLL;
@@ -605,14 +610,10 @@ static void on_db_event(struct ctl_db *db, enum ctl_db_event ev, void *user_data
                                         : "listen_restored");
     /* Notifications may have been missed while the listener was away: reload the identity
      * set (revocations) and re-pump every local subscription (commands). */
-    if (ev == CTL_DB_EVENT_LISTEN_RESTORED && srv->idents_loaded) {
+    if (ev == CTL_DB_EVENT_LISTEN_RESTORED && srv->idents_loaded)
         load_identities(srv);
-        for (struct ctl_conn *cc = srv->conns; cc; cc = cc->next)
-            if (cc->sub)
-                ctl_sub_pump(srv, cc->agent_id);
-    }
-    /* Streams whose pump could not reach the database retry now. */
-    if (ev == CTL_DB_EVENT_UP && srv->idents_loaded)
+    /* After either event, streams whose pump could not reach the database retry. */
+    if ((ev == CTL_DB_EVENT_UP || ev == CTL_DB_EVENT_LISTEN_RESTORED) && srv->idents_loaded)
         for (struct ctl_conn *cc = srv->conns; cc; cc = cc->next)
             if (cc->sub)
                 ctl_sub_pump(srv, cc->agent_id);
