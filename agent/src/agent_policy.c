@@ -10,12 +10,12 @@
 #include <aegis/bpf.h>
 #include <aegis/err.h>
 #include <aegis/policy_pb.h>
+#include <aegis/tstamp.h>
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Per-rule counters reported per sample at most (the rest are summed in
@@ -26,13 +26,6 @@ struct agent_bpf {
     struct aegis_bpf *h;
     struct aegis_policy *active; /* for counter -> rule id mapping */
 };
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 void agent_policy_init(struct agent *a)
 {
@@ -92,7 +85,7 @@ int agent_policy_apply(struct agent *a, const Aegis__V1__MapSnapshot *snap, uint
         aegis_policy_del(pol);
         return rv;
     }
-    rv = aegis_bpf_apply(a->bpf->h, pol, mono_ns(), err, sizeof(err));
+    rv = aegis_bpf_apply(a->bpf->h, pol, aegis_now(), err, sizeof(err));
     if (rv != 0) {
         aegis_policy_del(pol);
         return agent_errmsg(detail, len, rv, "failed: apply: %s", err);
