@@ -16,7 +16,7 @@ add_library(agent_pure STATIC
 target_compile_options(agent_pure PRIVATE ${AEGIS_WARNINGS})
 target_include_directories(agent_pure PUBLIC ${AGENT_DAEMON_DIR})
 target_link_libraries(agent_pure PUBLIC agent_core aegis_proto aegis_base
-  PRIVATE aegis_dep_wolfssl PkgConfig::ZSTD)
+  PRIVATE aegis_pki aegis_dep_wolfssl PkgConfig::ZSTD)
 
 add_library(agent_daemon STATIC
   src/agent_run.c

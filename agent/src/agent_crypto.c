@@ -1,9 +1,9 @@
 #include "agent_crypto.h"
 
 #include <aegis/err.h>
+#include <aegis/pki.h>
 
 #include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/ed25519.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 
 #include <errno.h>
@@ -59,18 +59,10 @@ int agent_ed25519_verify(const uint8_t pub[AGENT_ED25519_PUB_LEN], const uint8_t
 {
     if (sig == NULL || siglen != AGENT_ED25519_SIG_LEN || len > 0xffffffffu)
         return AEGIS_ERR_SIGNATURE;
-    ed25519_key key;
-    if (wc_ed25519_init(&key) != 0)
-        return AEGIS_ERR_CRYPTO;
-    int rv = AEGIS_ERR_CRYPTO;
-    if (wc_ed25519_import_public(pub, AGENT_ED25519_PUB_LEN, &key) == 0) {
-        int ok = 0;
-        int rc = wc_ed25519_verify_msg(sig, (word32)siglen, msg, (word32)len, &ok, &key);
-        /* wolfSSL reports a bad signature either as rc == SIG_VERIFY_E or ok == 0 */
-        rv = (rc == 0 && ok == 1) ? 0 : AEGIS_ERR_SIGNATURE;
-    }
-    wc_ed25519_free(&key);
-    return rv;
+    /* The verification itself is aegis_pki's, as everywhere else. */
+    uint8_t spki[AGENT_ED25519_SPKI_LEN];
+    agent_ed25519_spki(pub, spki);
+    return aegis_spki_verify(spki, sizeof(spki), msg, len, sig, siglen);
 }
 
 void agent_ed25519_spki(const uint8_t pub[AGENT_ED25519_PUB_LEN],
