@@ -36,10 +36,18 @@ WOLFSSL_CONFIGURE=(
     --enable-ecc --enable-curve25519 --enable-ed25519 --enable-aesgcm
     --enable-chacha --enable-poly1305 --enable-certgen --enable-certreq
     --enable-certext --enable-opensslextra --enable-alpn --enable-sni
-    --enable-sp --enable-sp-asm --enable-aesni --enable-intelasm
+    --enable-sp=ec256 --enable-sp-asm --enable-aesni --enable-intelasm
     --enable-harden --enable-keygen --enable-ip-alt-name
+    --disable-rsa --disable-dh --disable-sha3
     --disable-examples --disable-crypttests --disable-benchmark
 )
+# Footprint (the agent links wolfSSL statically; budget 4 MB stripped): the
+# project uses Ed25519, ECDSA P-256 and X25519 only (certs/include/aegis/pki.h
+# "never RSA", transport/src/tls_wolfssl.c offers X25519 and P-256), so the
+# single-precision maths is built for P-256 alone (the P-384/P-521 tables are
+# 1 MB) and RSA, finite-field DH and SHA-3 are left out. Function/data sections
+# let the agent's --gc-sections drop what it does not call.
+WOLFSSL_CFLAGS="-O2 -g -ffunction-sections -fdata-sections"
 # HAVE_SECRET_CALLBACK lets the transport write an SSLKEYLOGFILE on request (the
 # secrets go only to our callback; nothing is exported unless configured).
 WOLFSSL_CPPFLAGS="-DWOLFSSL_ALT_NAMES -DWOLFSSL_GETRANDOM -DHAVE_SECRET_CALLBACK"
@@ -237,7 +245,7 @@ build_wolfssl() { # srcdir prefix destdir
         cd "$src"
         ./autogen.sh >"$src/../wolfssl-autogen.log" 2>&1
         ./configure --prefix="$prefix" "${WOLFSSL_CONFIGURE[@]}" \
-            CPPFLAGS="$WOLFSSL_CPPFLAGS" CFLAGS="-O2 -g" >"$src/../wolfssl-configure.log" 2>&1
+            CPPFLAGS="$WOLFSSL_CPPFLAGS" CFLAGS="$WOLFSSL_CFLAGS" >"$src/../wolfssl-configure.log" 2>&1
         make -j"$JOBS" >"$src/../wolfssl-build.log" 2>&1
         make install DESTDIR="$destdir" >>"$src/../wolfssl-build.log" 2>&1
     ) || die "wolfSSL build failed; logs in $(dirname "$src")/wolfssl-*.log" \
@@ -263,7 +271,7 @@ build_ngtcp2() { # srcdir prefix destdir
 cache_key() {
     {
         echo "recipe=$RECIPE_REVISION"
-        echo "wolfssl=$WOLFSSL_VERSION $WOLFSSL_SHA256 ${WOLFSSL_CONFIGURE[*]} $WOLFSSL_CPPFLAGS"
+        echo "wolfssl=$WOLFSSL_VERSION $WOLFSSL_SHA256 ${WOLFSSL_CONFIGURE[*]} $WOLFSSL_CPPFLAGS $WOLFSSL_CFLAGS"
         echo "ngtcp2=$NGTCP2_VERSION $NGTCP2_SHA256 ${NGTCP2_CMAKE[*]}"
         cc --version | head -n1
         cmake --version | head -n1

@@ -9,8 +9,15 @@
  * AGENT_UPDATE_DEADLINE_S; then it acks the update SUCCEEDED and removes
  * the marker. If it cannot (it crashes, the server refuses it, the deadline
  * passes), .prev is renamed back, the marker says "rollback", and the old
- * binary is re-executed, which acks the update FAILED. A lower version is
- * refused before anything is downloaded.
+ * binary is re-executed, which acks the update FAILED with the reason. A
+ * lower version is refused before anything is downloaded.
+ *
+ * The trial is decided by what actually runs, not by the signed label: a new
+ * process whose version differs from the old one is on trial even if it does
+ * not report the version the statement promised (a mislabelled build), so a
+ * build the server then refuses (e.g. as a downgrade) is still rolled back.
+ * Only a process still reporting the old version means the swap never
+ * happened (a crash between the marker and the rename): "interrupted".
  */
 #include "agent_daemon.h"
 #include "agent_version.h"
@@ -32,15 +39,16 @@ struct marker {
     char from[AGENT_VERSION_MAX], to[AGENT_VERSION_MAX];
     char exe[4096];
     uint64_t deadline; /* wall clock ns */
+    char why[200];     /* rollback: why the new version failed (one line) */
 };
 
 static int marker_write(struct agent *a, const struct marker *m)
 {
-    char buf[4600];
+    char buf[4900];
     int n = snprintf(buf, sizeof(buf),
-                     "state=%s\ncmd=%s\nseq=%llu\nfrom=%s\nto=%s\nexe=%s\ndeadline=%llu\n",
+                     "state=%s\ncmd=%s\nseq=%llu\nfrom=%s\nto=%s\nexe=%s\ndeadline=%llu\nwhy=%s\n",
                      m->state, m->cmd, (unsigned long long)m->seq, m->from, m->to, m->exe,
-                     (unsigned long long)m->deadline);
+                     (unsigned long long)m->deadline, m->why);
     if (n < 0 || (size_t)n >= sizeof(buf))
         return -ENAMETOOLONG;
     return agent_state_dir_write(a->sd, AGENT_FILE_UPDATE, buf, (size_t)n, 0600);
@@ -65,7 +73,7 @@ static void field(const char *text, const char *key, char *out, size_t len)
 
 static int marker_read(struct agent *a, struct marker *m)
 {
-    char buf[4600], num[32];
+    char buf[4900], num[32];
     int rv = agent_read_small(agent_state_dir_path(a->sd), AGENT_FILE_UPDATE, buf, sizeof(buf));
     if (rv != 0)
         return rv;
@@ -79,6 +87,7 @@ static int marker_read(struct agent *a, struct marker *m)
     field(buf, "exe", m->exe, sizeof(m->exe));
     field(buf, "deadline", num, sizeof(num));
     m->deadline = strtoull(num, NULL, 10);
+    field(buf, "why", m->why, sizeof(m->why));
     return m->cmd[0] && m->exe[0] ? 0 : AEGIS_ERR_MALFORMED;
 }
 
@@ -127,6 +136,11 @@ static void rollback(struct agent *a, struct marker *m, const char *why)
         *slash = '\0';
     agent_io_fsync_dir(NULL, dir);
     snprintf(m->state, sizeof(m->state), "rollback");
+    /* one line, no quotes: it goes into the marker and a log field */
+    snprintf(m->why, sizeof(m->why), "%.199s", why);
+    for (char *p = m->why; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '"')
+            *p = '\'';
     marker_write(a, m);
     snprintf(a->exe_path, sizeof(a->exe_path), "%s", m->exe);
     agent_restart(a);
@@ -157,12 +171,18 @@ int agent_update_startup(struct agent *a)
     }
     snprintf(a->update_cmd, sizeof(a->update_cmd), "%s", m.cmd);
     const char *me = agent_version_string();
-    if (strcmp(m.state, "trial") == 0 && strcmp(me, m.to) == 0) {
+    if (strcmp(m.state, "trial") == 0 && strcmp(me, m.from) != 0) {
         a->update_trial = 1;
         aegis_tstamp now = aegis_wallclock();
         double left = m.deadline > now ? (double)(m.deadline - now) / 1e9 : 0.0;
-        AEGIS_LOG(&a->log, AEGIS_LOG_INFO, "event=update_trial from=%s to=%s deadline_s=%.1f",
-                  m.from, m.to, left);
+        if (strcmp(me, m.to) != 0)
+            AEGIS_LOG(&a->log, AEGIS_LOG_WARN,
+                      "event=update_version_mismatch signed=%s running=%s "
+                      "detail=\"the new binary is on trial anyway\"",
+                      m.to, me);
+        AEGIS_LOG(&a->log, AEGIS_LOG_INFO,
+                  "event=update_trial from=%s to=%s running=%s deadline_s=%.1f", m.from, m.to, me,
+                  left);
         ev_timer_init(&a->update_timer, deadline_cb, left > 0.1 ? left : 0.1, 0);
         a->update_timer.data = a;
         ev_timer_start(a->loop, &a->update_timer);
@@ -170,8 +190,9 @@ int agent_update_startup(struct agent *a)
     }
     char d[512];
     if (strcmp(m.state, "rollback") == 0)
-        snprintf(d, sizeof(d), "failed: version %s did not authenticate in time; rolled back to %s",
-                 m.to, me);
+        snprintf(d, sizeof(d),
+                 "failed: version %s did not authenticate in time (%s); rolled back to %s", m.to,
+                 m.why[0] ? m.why : "no reason recorded", me);
     else
         snprintf(d, sizeof(d), "failed: update to %s interrupted; running %s", m.to, me);
     finish_update(a, &m, 0, d);
@@ -189,8 +210,13 @@ void agent_update_on_authenticated(struct agent *a)
     if (marker_read(a, &m) != 0)
         return;
     char d[256], prev[4200];
-    snprintf(d, sizeof(d), "updated from %s to %s", m.from, m.to);
-    AEGIS_LOG(&a->log, AEGIS_LOG_INFO, "event=update_succeeded from=%s to=%s", m.from, m.to);
+    const char *me = agent_version_string();
+    if (strcmp(me, m.to) == 0)
+        snprintf(d, sizeof(d), "updated from %s to %s", m.from, m.to);
+    else
+        snprintf(d, sizeof(d), "updated from %s to %s (the artifact was signed as version %s)",
+                 m.from, me, m.to);
+    AEGIS_LOG(&a->log, AEGIS_LOG_INFO, "event=update_succeeded from=%s to=%s", m.from, me);
     finish_update(a, &m, 1, d);
     snprintf(prev, sizeof(prev), "%s.prev", m.exe);
     unlink(prev);
