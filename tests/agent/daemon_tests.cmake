@@ -40,3 +40,46 @@ if(TARGET aegis-control AND TARGET aegisctl AND TARGET aegis-certs)
   set_tests_properties(test_agent_daemon_control PROPERTIES
     LABELS "integration" TIMEOUT 600 SKIP_RETURN_CODE 77)
 endif()
+
+# H1: the agent in a network namespace of its own against the real control
+# server (tests/agent/test_agent_netns.sh): inbound NEW connections dropped by
+# nftables, policy push/enforce/counters/rollback through aegisctl, 20 % loss,
+# a 20 s partition, an address change without re-authentication. Needs root
+# (namespaces, nftables, BPF); exit 77 = skipped, with the reason printed.
+if(TARGET aegis-control AND TARGET aegisctl AND TARGET aegis-certs AND TARGET aegis-bpf-probe)
+  add_test(NAME test_agent_netns
+    COMMAND ${CMAKE_SOURCE_DIR}/tests/support/pgtmp.sh run --
+            ${CMAKE_CURRENT_SOURCE_DIR}/test_agent_netns.sh
+            $<TARGET_FILE:aegis-agent> $<TARGET_FILE:aegis-control> $<TARGET_FILE:aegisctl>
+            $<TARGET_FILE:aegis-certs> $<TARGET_FILE:aegis-bpf-probe>)
+  set_tests_properties(test_agent_netns PROPERTIES
+    LABELS "integration;netns;db" TIMEOUT 420 SKIP_RETURN_CODE 77)
+endif()
+
+# H2: self-update through the real aegis-control, aegisctl and PostgreSQL
+# (tests/agent/test_agent_update_control.sh): 0.1.0 -> 99.0.0 signed build,
+# downgrade refused, tampered signature/content refused, a build the control
+# refuses rolled back after the deadline. Exit 77 = skipped (no PostgreSQL).
+if(TARGET aegis-control AND TARGET aegisctl AND TARGET aegis-certs)
+  add_test(NAME test_agent_update_control
+    COMMAND ${CMAKE_SOURCE_DIR}/tests/support/pgtmp.sh run --
+            ${CMAKE_CURRENT_SOURCE_DIR}/test_agent_update_control.sh
+            $<TARGET_FILE:aegis-agent> $<TARGET_FILE:aegis-agent-test-next>
+            $<TARGET_FILE:aegis-agent-test-next2> $<TARGET_FILE:aegis-control>
+            $<TARGET_FILE:aegisctl> $<TARGET_FILE:aegis-certs>)
+  set_tests_properties(test_agent_update_control PROPERTIES
+    LABELS "integration;db" TIMEOUT 600 SKIP_RETURN_CODE 77)
+endif()
+
+# H2: footprint of the shipped aegis-agent: prints the stripped size as one
+# machine-readable line, fails over the 4 MB budget or on a shared dependency
+# other than libc (skipped, 77, when the build does not link it statically).
+if(AEGIS_AGENT_STATIC AND NOT AEGIS_SANITIZE AND NOT AEGIS_FUZZ)
+  set(agent_size_static ON)
+else()
+  set(agent_size_static OFF)
+endif()
+add_test(NAME test_agent_size
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/test_agent_size.sh $<TARGET_FILE:aegis-agent>
+          ${agent_size_static})
+set_tests_properties(test_agent_size PROPERTIES LABELS "footprint" TIMEOUT 60 SKIP_RETURN_CODE 77)
