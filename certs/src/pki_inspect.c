@@ -24,7 +24,7 @@ int aegis_pin_from_spki(const uint8_t *spki_der, size_t len, char out[AEGIS_PIN_
 
     if (!spki_der || !out)
         return -EINVAL;
-    if ((rv = aegis_pki_sha256(spki_der, len, h)) != 0)
+    if ((rv = aegis_sha256_hash(spki_der, len, h)) != 0)
         return rv;
     memcpy(out, PIN_PREFIX, PIN_PREFIX_LEN);
     aegis_pki_b64_encode(h, sizeof(h), out + PIN_PREFIX_LEN);
@@ -85,7 +85,7 @@ int aegis_cert_info_der(const uint8_t *der, size_t len, struct aegis_cert_info *
     if ((rv = aegis_pki_cert_parse(der, len, &c)) != 0)
         return rv;
     memset(&out, 0, sizeof(out));
-    if ((rv = aegis_pki_sha256(c.spki, c.spki_len, out.spki_sha256)) != 0)
+    if ((rv = aegis_sha256_hash(c.spki, c.spki_len, out.spki_sha256)) != 0)
         return rv;
     memcpy(out.pin, PIN_PREFIX, PIN_PREFIX_LEN);
     aegis_pki_b64_encode(out.spki_sha256, sizeof(out.spki_sha256), out.pin + PIN_PREFIX_LEN);

@@ -157,8 +157,6 @@ int aegis_pki_bytes_eq(const uint8_t *a, size_t alen, const uint8_t *b, size_t b
 
 /* aegis_pki_wc_err maps a wolfCrypt return code to an Aegis error. */
 int aegis_pki_wc_err(int wc_ret);
-/* aegis_pki_sha256 hashes len bytes. */
-int aegis_pki_sha256(const uint8_t *in, size_t len, uint8_t out[32]);
 /* aegis_pki_random fills out from the system RNG through wolfCrypt's DRBG. */
 int aegis_pki_random(uint8_t *out, size_t len);
 /* aegis_pki_verify_raw checks sig over msg with a parsed public key; sig_oid

@@ -11,7 +11,6 @@
 
 #include <wolfssl/wolfcrypt/asn_public.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
-#include <wolfssl/wolfcrypt/sha256.h>
 
 #include <errno.h>
 #include <string.h>
@@ -49,13 +48,6 @@ int aegis_pki_wc_err(int wc_ret)
     }
 }
 
-int aegis_pki_sha256(const uint8_t *in, size_t len, uint8_t out[32])
-{
-    if (len > UINT32_MAX)
-        return -EINVAL;
-    return aegis_pki_wc_err(wc_Sha256Hash(in, (word32)len, out));
-}
-
 int aegis_pki_rng_init(WC_RNG *rng)
 {
     return aegis_pki_wc_err(wc_InitRng(rng));
@@ -78,7 +70,7 @@ int aegis_pki_random(uint8_t *out, size_t len)
 int aegis_pki_keyid(const struct pki_spki *spki, uint8_t out[AEGIS_PKI_KEYID_LEN])
 {
     uint8_t h[32];
-    int rv = aegis_pki_sha256(spki->pub, spki->pub_len, h);
+    int rv = aegis_sha256_hash(spki->pub, spki->pub_len, h);
 
     if (rv == 0)
         memcpy(out, h, AEGIS_PKI_KEYID_LEN);
@@ -153,7 +145,7 @@ int aegis_pki_verify_raw(const struct pki_spki *spki, const uint8_t *sig_oid, si
         ret = wc_ed25519_verify_msg(sig, (word32)siglen, msg, (word32)len, &res, &pub.u.ed);
     } else {
         uint8_t h[32];
-        if ((rv = aegis_pki_sha256(msg, len, h)) != 0)
+        if ((rv = aegis_sha256_hash(msg, len, h)) != 0)
             goto out;
         ret = wc_ecc_verify_hash(sig, (word32)siglen, h, sizeof(h), &res, &pub.u.ec);
     }
@@ -459,7 +451,7 @@ int aegis_key_sign(const struct aegis_key *key, const uint8_t *msg, size_t len, 
         uint8_t h[32];
         WC_RNG rng;
         int rv;
-        if ((rv = aegis_pki_sha256(msg, len, h)) != 0)
+        if ((rv = aegis_sha256_hash(msg, len, h)) != 0)
             return rv;
         if ((rv = aegis_pki_rng_init(&rng)) != 0)
             return rv;

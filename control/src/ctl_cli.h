@@ -9,7 +9,7 @@
  *   ctl_cli_out.c       tables, protobuf -> JSON (json-c), times, progress bar.
  *   ctl_cli_pb.c        pack/unpack and the typed call helpers over struct ctl_rpc_ops.
  *   ctl_cli_rpc.c       the real RPC transport (aegis_transport on a libev loop).
- *   ctl_cli_crypto.c    SHA-256 (wolfSSL), artifact keys and signed statements.
+ *   ctl_cli_crypto.c    artifact keys and signed statements (aegis_pki).
  *   ctl_cli_zstd.c      artifact compression (zstd).
  *   ctl_cli_<family>.c  agents, tokens, commands, artifacts, policies, telemetry, audit.
  *
@@ -375,15 +375,7 @@ void ctl_progress_finish(struct ctl_progress *p);
 
 /* ---- crypto (ctl_cli_crypto.c) ------------------------------------------ */
 
-struct ctl_sha256;
-int ctl_sha256_new(struct ctl_sha256 **ps);
-int ctl_sha256_update(struct ctl_sha256 *s, const uint8_t *p, size_t n);
-int ctl_sha256_final(struct ctl_sha256 *s, uint8_t out[32]);
-void ctl_sha256_del(struct ctl_sha256 *s);
-int ctl_sha256(const uint8_t *p, size_t n, uint8_t out[32]);
-
-/* ctl_key_id: lower-case hex of the first 8 bytes of SHA-256(spki) (17 bytes). */
-int ctl_key_id(const uint8_t *spki, size_t len, char out[17]);
+/* SHA-256 and key ids are aegis_pki's (aegis_sha256_*, aegis_key_id_from_spki). */
 
 /* ctl_base64 encodes n bytes into a malloc'd NUL-terminated string. */
 char *ctl_base64(const uint8_t *p, size_t n);

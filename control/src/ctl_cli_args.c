@@ -8,6 +8,7 @@
 #include "ctl_cli.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -273,28 +274,11 @@ int ctl_parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *pv)
     return 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int ctl_parse_sha256(const char *text, uint8_t out[32])
 {
     if (!text || strlen(text) != 64)
         return -EINVAL;
-    for (size_t i = 0; i < 32; i++) {
-        int hi = hexval(text[2 * i]), lo = hexval(text[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -EINVAL;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
+    return aegis_hex_decode(text, 64, out, 32) == 32 ? 0 : -EINVAL;
 }
 
 static int key_char_ok(char c)

@@ -7,9 +7,11 @@
  * send queue pauses the producer until the call is writable again.
  */
 #include "ctl_cli.h"
+#include "ctl_kind.h"
 
 #include <aegis/err.h>
 #include <aegis/mem.h>
+#include <aegis/pki.h>
 #include <aegis/v1/operator.pb-c.h>
 
 #include <errno.h>
@@ -35,8 +37,7 @@ static const struct ctl_optspec keygen_opts[] = {
 };
 static const struct ctl_optspec upload_opts[] = {
     [U_NAME] = {"name", 1, "NAME", "artifact name, e.g. web-segmentation"},
-    [U_KIND] = {"kind", 1, "KIND",
-                "policy_bundle, network_block, bpf_object, agent_binary or file"},
+    [U_KIND] = {"kind", 1, "KIND", CTL_KIND_LIST},
     [U_SIGNING_KEY] = {"signing-key", 1, "FILE",
                        "artifact-signing key (else AEGIS_SIGNING_KEY or signing_key = ...)"},
     [U_COMPRESS] = {"compress", 0, NULL, "store zstd-compressed"},
@@ -107,9 +108,8 @@ const struct ctl_family ctl_family_artifacts = {
 
 static int parse_kind(const char *v, int *pkind)
 {
-    return ctl_enum_parse(&aegis__v1__artifact_kind__descriptor, v, pkind) == 0 && *pkind != 0
-               ? 0
-               : -EINVAL;
+    *pkind = ctl_kind_from_name(v);
+    return *pkind != 0 ? 0 : -EINVAL;
 }
 
 /* ---- keygen ----------------------------------------------------------------- */
@@ -151,8 +151,8 @@ struct upload {
     FILE *f; /* the stored bytes (compressed copy or the file itself) */
     uint64_t size, sent;
     uint8_t sha[32];
-    struct ctl_sha256 *check; /* re-hash while sending: the file must not change */
-    uint8_t *header;          /* packed first message */
+    struct aegis_sha256 *check; /* re-hash while sending: the file must not change */
+    uint8_t *header;            /* packed first message */
     size_t headerlen;
     int header_sent;
     uint8_t chunk[CHUNK];
@@ -164,9 +164,9 @@ struct upload {
 /* Streams the file once to learn its SHA-256 and size. */
 static int hash_file(FILE *f, uint8_t sha[32], uint64_t *psize)
 {
-    struct ctl_sha256 *s = NULL;
+    struct aegis_sha256 *s = NULL;
     uint8_t *buf = malloc(CHUNK);
-    int rv = buf ? ctl_sha256_new(&s) : -ENOMEM;
+    int rv = buf ? aegis_sha256_new(NULL, &s) : -ENOMEM;
     uint64_t total = 0;
     while (rv == 0) {
         size_t n = fread(buf, 1, CHUNK, f);
@@ -179,13 +179,13 @@ static int hash_file(FILE *f, uint8_t sha[32], uint64_t *psize)
         if (total > CTL_ARTIFACT_MAX)
             rv = AEGIS_ERR_TOO_LARGE;
         else
-            rv = ctl_sha256_update(s, buf, n);
+            rv = aegis_sha256_update(s, buf, n);
     }
     if (rv == 0)
-        rv = ctl_sha256_final(s, sha);
+        rv = aegis_sha256_final(s, sha);
     if (rv == 0 && fseeko(f, 0, SEEK_SET) != 0)
         rv = -errno;
-    ctl_sha256_del(s);
+    aegis_sha256_del(s);
     free(buf);
     if (rv == 0)
         *psize = total;
@@ -206,7 +206,7 @@ static int next_part(void *arg, const uint8_t **pmsg, size_t *plen)
     size_t n = fread(u->chunk, 1, CHUNK, u->f);
     if (n == 0) {
         uint8_t sha[32];
-        if (ferror(u->f) || ctl_sha256_final(u->check, sha) != 0 || u->sent != u->size ||
+        if (ferror(u->f) || aegis_sha256_final(u->check, sha) != 0 || u->sent != u->size ||
             memcmp(sha, u->sha, 32) != 0) {
             fprintf(u->cli->err, "\naegisctl: the file changed or could not be read while "
                                  "uploading; upload again\n");
@@ -216,7 +216,7 @@ static int next_part(void *arg, const uint8_t **pmsg, size_t *plen)
             ctl_progress_update(&u->bar, u->sent, NULL);
         return 0;
     }
-    if (u->sent + n > u->size || ctl_sha256_update(u->check, u->chunk, n) != 0) {
+    if (u->sent + n > u->size || aegis_sha256_update(u->check, u->chunk, n) != 0) {
         fprintf(u->cli->err, "\naegisctl: the file grew while uploading; upload again\n");
         return CTL_EXIT_INPUT;
     }
@@ -249,10 +249,7 @@ static int run_upload(struct ctl_cli *cli, const struct ctl_args *a)
     if (!kindtext)
         return USAGE(SUB_UPLOAD, "--kind KIND is required");
     if (parse_kind(kindtext, &kind) != 0)
-        return USAGE(SUB_UPLOAD,
-                     "bad --kind \"%s\" (policy_bundle, network_block, bpf_object, "
-                     "agent_binary or file)",
-                     kindtext);
+        return USAGE(SUB_UPLOAD, "bad --kind \"%s\" (" CTL_KIND_LIST ")", kindtext);
     if (kind == AEGIS__V1__ARTIFACT_KIND__ARTIFACT_KIND_AGENT_BINARY && (!version || !*version))
         return USAGE(SUB_UPLOAD, "an agent_binary needs --version (agents refuse downgrades)");
     if (keyflag) {
@@ -341,7 +338,8 @@ static int run_upload(struct ctl_cli *cli, const struct ctl_args *a)
     Aegis__V1__UploadArtifactRequest first = AEGIS__V1__UPLOAD_ARTIFACT_REQUEST__INIT;
     first.part_case = AEGIS__V1__UPLOAD_ARTIFACT_REQUEST__PART_HEADER;
     first.header = &hdr;
-    if (ctl_pack(&first.base, &u.header, &u.headerlen) != 0 || ctl_sha256_new(&u.check) != 0) {
+    if (ctl_pack(&first.base, &u.header, &u.headerlen) != 0 ||
+        aegis_sha256_new(NULL, &u.check) != 0) {
         fprintf(cli->err, "aegisctl: out of memory\n");
         goto out;
     }
@@ -377,7 +375,7 @@ out:
     aegis_free(NULL, sig);
     aegis_free(NULL, u.header);
     aegis_free(NULL, u.msg);
-    ctl_sha256_del(u.check);
+    aegis_sha256_del(u.check);
     if (tmp)
         fclose(tmp);
     if (in)

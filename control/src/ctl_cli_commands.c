@@ -3,6 +3,7 @@
  * signs them per agent; DESIGN §4) and their per-agent delivery progress.
  */
 #include "ctl_cli.h"
+#include "ctl_kind.h"
 
 #include <aegis/v1/operator.pb-c.h>
 
@@ -330,26 +331,8 @@ static void delivery_row(struct ctl_table *t, const Aegis__V1__CommandDelivery *
 
 static const char *payload_name(const Aegis__V1__Command *c)
 {
-    if (!c)
-        return "-";
-    switch (c->payload_case) {
-    case AEGIS__V1__COMMAND__PAYLOAD_APPLY_POLICY:
-        return "apply_policy";
-    case AEGIS__V1__COMMAND__PAYLOAD_LOAD_ARTIFACT:
-        return "load_artifact";
-    case AEGIS__V1__COMMAND__PAYLOAD_RUN_ACTION:
-        return "run_action";
-    case AEGIS__V1__COMMAND__PAYLOAD_RESTART_AGENT:
-        return "restart_agent";
-    case AEGIS__V1__COMMAND__PAYLOAD_UPDATE_AGENT:
-        return "update_agent";
-    case AEGIS__V1__COMMAND__PAYLOAD_COLLECT_INVENTORY:
-        return "collect_inventory";
-    case AEGIS__V1__COMMAND__PAYLOAD_UNLOAD_ARTIFACT:
-        return "unload_artifact";
-    default:
-        return "-";
-    }
+    const char *k = ctl_command_kind(c);
+    return k ? k : "-";
 }
 
 static void print_counts(FILE *f, const uint32_t *counts, size_t n)

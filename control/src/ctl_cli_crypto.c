@@ -1,7 +1,7 @@
 /*
- * aegisctl crypto: SHA-256 (the only place the CLI touches wolfSSL directly;
- * aegis_pki has no hash API), the operator's artifact-signing key files, and
- * the signed ArtifactStatement (proto/README.md "What is signed").
+ * aegisctl crypto: the operator's artifact-signing key files and the signed
+ * ArtifactStatement (proto/README.md "What is signed"), on aegis_pki (which
+ * also does the hashing: the CLI never touches wolfSSL itself).
  */
 #include "ctl_cli.h"
 
@@ -10,80 +10,12 @@
 #include <aegis/pki.h>
 #include <aegis/v1/artifact.pb-c.h>
 
-#include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/sha256.h>
-
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-struct ctl_sha256 {
-    wc_Sha256 h;
-};
-
-int ctl_sha256_new(struct ctl_sha256 **ps)
-{
-    struct ctl_sha256 *s = calloc(1, sizeof(*s));
-    if (!s)
-        return -ENOMEM;
-    if (wc_InitSha256(&s->h) != 0) {
-        free(s);
-        return AEGIS_ERR_CRYPTO;
-    }
-    *ps = s;
-    return 0;
-}
-
-int ctl_sha256_update(struct ctl_sha256 *s, const uint8_t *p, size_t n)
-{
-    /* wolfSSL takes word32 lengths: feed huge buffers in slices */
-    while (n > 0) {
-        word32 part = n > (1u << 30) ? (1u << 30) : (word32)n;
-        if (wc_Sha256Update(&s->h, p, part) != 0)
-            return AEGIS_ERR_CRYPTO;
-        p += part;
-        n -= part;
-    }
-    return 0;
-}
-
-int ctl_sha256_final(struct ctl_sha256 *s, uint8_t out[32])
-{
-    return wc_Sha256Final(&s->h, out) == 0 ? 0 : AEGIS_ERR_CRYPTO;
-}
-
-void ctl_sha256_del(struct ctl_sha256 *s)
-{
-    if (!s)
-        return;
-    wc_Sha256Free(&s->h);
-    free(s);
-}
-
-int ctl_sha256(const uint8_t *p, size_t n, uint8_t out[32])
-{
-    struct ctl_sha256 *s = NULL;
-    int rv = ctl_sha256_new(&s);
-    if (rv == 0)
-        rv = ctl_sha256_update(s, p, n);
-    if (rv == 0)
-        rv = ctl_sha256_final(s, out);
-    ctl_sha256_del(s);
-    return rv;
-}
-
-int ctl_key_id(const uint8_t *spki, size_t len, char out[17])
-{
-    uint8_t h[32];
-    int rv = ctl_sha256(spki, len, h);
-    if (rv != 0)
-        return rv;
-    ctl_fmt_hex(h, 8, out, 17);
-    return 0;
-}
 
 char *ctl_base64(const uint8_t *p, size_t n)
 {
@@ -220,7 +152,7 @@ int ctl_keygen(const char *path, char key_id[17], char *err, size_t errlen)
     if (rv == 0 && !(pubpem = ctl_spki_pem(spki, spkilen)))
         rv = -ENOMEM;
     if (rv == 0)
-        rv = ctl_key_id(spki, spkilen, key_id);
+        rv = aegis_key_id_from_spki(spki, spkilen, key_id);
     int ret = 0;
     if (rv != 0) {
         snprintf(err, errlen, "cannot generate an Ed25519 key: %s", aegis_strerror(rv));
@@ -280,7 +212,7 @@ int ctl_statement_sign(const struct ctl_statement *st, const char *key_pem, size
     if (rv == 0)
         rv = aegis_key_spki_der(key, &spki, &spkilen);
     if (rv == 0)
-        rv = ctl_key_id(spki, spkilen, key_id);
+        rv = aegis_key_id_from_spki(spki, spkilen, key_id);
     aegis_free(NULL, spki);
     aegis_key_del(key);
     if (rv != 0) {

@@ -4,6 +4,7 @@
  */
 #include "ctl_cli.h"
 
+#include <aegis/hex.h>
 #include <aegis/tstamp.h>
 
 #include <ctype.h>
@@ -181,13 +182,9 @@ const char *ctl_fmt_time(int64_t unix_ns, char *buf, size_t len)
 
 const char *ctl_fmt_hex(const uint8_t *p, size_t n, char *buf, size_t len)
 {
-    static const char hx[] = "0123456789abcdef";
-    size_t i = 0;
-    for (; i < n && 2 * i + 2 < len; i++) {
-        buf[2 * i] = hx[p[i] >> 4];
-        buf[2 * i + 1] = hx[p[i] & 15];
-    }
-    buf[2 * i] = '\0';
+    /* Whole bytes only: a digest cut short never ends in half a byte. */
+    size_t fit = len ? (len - 1) / 2 : 0;
+    aegis_hex_encode(p, n < fit ? n : fit, buf, len);
     return buf;
 }
 

@@ -102,6 +102,28 @@ static int connect_failed(struct ctl_cli *cli, int rv, const struct ctl_status *
     return rv;
 }
 
+/* take_reply finishes a call with one reply message: a status other than OK is reported,
+ * else the reply (malloc'd bytes, freed here) is unpacked into *presp. */
+static int take_reply(struct ctl_cli *cli, const char *path, const struct ctl_status *st,
+                      uint8_t *resp, size_t resplen, const ProtobufCMessageDescriptor *resp_desc,
+                      ProtobufCMessage **presp)
+{
+    if (st->code != AEGIS_GRPC_OK) {
+        free(resp);
+        return ctl_report_status(cli, method_name(path), st);
+    }
+    ProtobufCMessage *m = NULL;
+    int rv = ctl_unpack(resp_desc, resp, resplen, &m);
+    free(resp);
+    if (rv != 0) {
+        fprintf(cli->err, "aegisctl: %s: the server's reply does not decode: %s\n",
+                method_name(path), aegis_strerror(rv));
+        return CTL_EXIT_SERVER;
+    }
+    *presp = m;
+    return CTL_EXIT_OK;
+}
+
 int ctl_call(struct ctl_cli *cli, const char *path, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **presp)
 {
@@ -121,20 +143,7 @@ int ctl_call(struct ctl_cli *cli, const char *path, const ProtobufCMessage *req,
     aegis_free(NULL, buf);
     if (rv != 0)
         return connect_failed(cli, rv, &st);
-    if (st.code != AEGIS_GRPC_OK) {
-        free(resp);
-        return ctl_report_status(cli, method_name(path), &st);
-    }
-    ProtobufCMessage *m = NULL;
-    rv = ctl_unpack(resp_desc, resp, resplen, &m);
-    free(resp);
-    if (rv != 0) {
-        fprintf(cli->err, "aegisctl: %s: the server's reply does not decode: %s\n",
-                method_name(path), aegis_strerror(rv));
-        return CTL_EXIT_SERVER;
-    }
-    *presp = m;
-    return CTL_EXIT_OK;
+    return take_reply(cli, path, &st, resp, resplen, resp_desc, presp);
 }
 
 struct stream_ctx {
@@ -214,20 +223,7 @@ int ctl_call_upload(struct ctl_cli *cli, const char *path, int compress, ctl_nex
             fprintf(cli->err, "aegisctl: %s: %s\n", method_name(path), st.message);
         return rv;
     }
-    if (st.code != AEGIS_GRPC_OK) {
-        free(resp);
-        return ctl_report_status(cli, method_name(path), &st);
-    }
-    ProtobufCMessage *m = NULL;
-    rv = ctl_unpack(resp_desc, resp, resplen, &m);
-    free(resp);
-    if (rv != 0) {
-        fprintf(cli->err, "aegisctl: %s: the server's reply does not decode: %s\n",
-                method_name(path), aegis_strerror(rv));
-        return CTL_EXIT_SERVER;
-    }
-    *presp = m;
-    return CTL_EXIT_OK;
+    return take_reply(cli, path, &st, resp, resplen, resp_desc, presp);
 }
 
 int ctl_target_from_args(struct ctl_cli *cli, const struct ctl_family *fam,

@@ -497,6 +497,17 @@ static int finish(struct rpc *r, struct callctx *c, aegis_tstamp until)
     return 0;
 }
 
+/* send_request sends a call's one request message and half-closes; if that fails the call is
+ * cancelled, and finish() reports how it ended. */
+static void send_request(struct callctx *c, const uint8_t *req, size_t reqlen)
+{
+    int rv = aegis_call_send(c->call, req, reqlen);
+    if (rv == 0)
+        rv = aegis_call_close_send(c->call);
+    if (rv != 0)
+        aegis_call_cancel(c->call);
+}
+
 static int rpc_unary(void *ud, const char *path, const uint8_t *req, size_t reqlen,
                      uint64_t timeout_ns, uint8_t **presp, size_t *presplen, struct ctl_status *st)
 {
@@ -506,11 +517,7 @@ static int rpc_unary(void *ud, const char *path, const uint8_t *req, size_t reql
     int rv = start(r, &c, path, AEGIS_RPC_UNARY, deadline, 0);
     if (rv != 0)
         return rv;
-    rv = aegis_call_send(c.call, req, reqlen);
-    if (rv == 0)
-        rv = aegis_call_close_send(c.call);
-    if (rv != 0)
-        aegis_call_cancel(c.call);
+    send_request(&c, req, reqlen);
     finish(r, &c, deadline + DEADLINE_MARGIN_NS);
     if (st->code == AEGIS_GRPC_OK && c.resp) {
         *presp = c.resp;
@@ -533,11 +540,7 @@ static int rpc_server_stream(void *ud, const char *path, const uint8_t *req, siz
     int rv = start(r, &c, path, AEGIS_RPC_SERVER_STREAMING, 0, 0);
     if (rv != 0)
         return rv;
-    rv = aegis_call_send(c.call, req, reqlen);
-    if (rv == 0)
-        rv = aegis_call_close_send(c.call);
-    if (rv != 0)
-        aegis_call_cancel(c.call);
+    send_request(&c, req, reqlen);
     /* A stream runs until the server ends it, the connection dies (idle
      * timeout) or the operator presses ^C. */
     finish(r, &c, 0);

@@ -58,6 +58,34 @@ static size_t collect(const struct ctl_args *a, int id, char **out, size_t max)
     return n;
 }
 
+/* Names of one sort (agents, event kinds, metrics) a filter carries at most: a bound on the
+ * request; 64 quoted agent ids still fit the server's 4 KiB of filter text. */
+#define MAX_FILTER_NAMES 64u
+
+struct filter_names {
+    char *agents[MAX_FILTER_NAMES], *kinds[MAX_FILTER_NAMES], *metrics[MAX_FILTER_NAMES];
+};
+
+/* filter_from_args fills f from --agent, --kind and --metric (names borrowed into n). */
+static int filter_from_args(struct ctl_cli *cli, const struct ctl_args *a, int sub,
+                            Aegis__V1__TelemetryFilter *f, struct filter_names *n)
+{
+    if (ctl_args_count(a, Q_AGENT) > MAX_FILTER_NAMES ||
+        ctl_args_count(a, Q_KIND) > MAX_FILTER_NAMES ||
+        ctl_args_count(a, Q_METRIC) > MAX_FILTER_NAMES)
+        return USAGE(sub, "at most %u of each of --agent, --kind, --metric", MAX_FILTER_NAMES);
+    f->n_agent_ids = collect(a, Q_AGENT, n->agents, MAX_FILTER_NAMES);
+    f->agent_ids = n->agents;
+    f->n_event_kinds = collect(a, Q_KIND, n->kinds, MAX_FILTER_NAMES);
+    f->event_kinds = n->kinds;
+    f->n_metric_names = collect(a, Q_METRIC, n->metrics, MAX_FILTER_NAMES);
+    f->metric_names = n->metrics;
+    /* Asking for event kinds only means no metrics, and vice versa. */
+    f->no_metrics = f->n_event_kinds > 0 && f->n_metric_names == 0;
+    f->no_events = f->n_metric_names > 0 && f->n_event_kinds == 0;
+    return 0;
+}
+
 static void record_cells(const Aegis__V1__TelemetryRecord *r, char *tm, size_t tmlen, char *val,
                          size_t vallen, const char **type, const char **name)
 {
@@ -104,7 +132,7 @@ static int run_query(struct ctl_cli *cli, const struct ctl_args *a)
     Aegis__V1__PageRequest page = AEGIS__V1__PAGE_REQUEST__INIT;
     Aegis__V1__TelemetryFilter f = AEGIS__V1__TELEMETRY_FILTER__INIT;
     Aegis__V1__TimeRange tr = AEGIS__V1__TIME_RANGE__INIT;
-    char *agents[64], *kinds[64], *metrics[64];
+    struct filter_names names;
     req.page = &page;
     req.filter = &f;
     req.time = &tr;
@@ -116,23 +144,14 @@ static int run_query(struct ctl_cli *cli, const struct ctl_args *a)
     if ((v = ctl_args_get(a, Q_SINCE)) && (ctl_parse_duration(v, &since) != 0 || since == 0))
         return USAGE(SUB_QUERY, "bad --since \"%s\" (a duration such as 90s, 1h, 7d)", v);
     tr.from_unix_ns = since < now ? (int64_t)(now - since) : 1;
-    if (ctl_args_count(a, Q_AGENT) > 64 || ctl_args_count(a, Q_KIND) > 64 ||
-        ctl_args_count(a, Q_METRIC) > 64)
-        return USAGE(SUB_QUERY, "at most 64 of each of --agent, --kind, --metric");
-    f.n_agent_ids = collect(a, Q_AGENT, agents, 64);
-    f.agent_ids = agents;
-    f.n_event_kinds = collect(a, Q_KIND, kinds, 64);
-    f.event_kinds = kinds;
-    f.n_metric_names = collect(a, Q_METRIC, metrics, 64);
-    f.metric_names = metrics;
-    /* Asking for event kinds only means no metrics, and vice versa. */
-    f.no_metrics = f.n_event_kinds > 0 && f.n_metric_names == 0;
-    f.no_events = f.n_metric_names > 0 && f.n_event_kinds == 0;
+    int rv = filter_from_args(cli, a, SUB_QUERY, &f, &names);
+    if (rv != 0)
+        return rv;
     static const char *const hdr[] = {"TIME", "AGENT", "TYPE", "NAME", "VALUE"};
     struct ctl_table *t = cli->json ? NULL : ctl_table_new(5, hdr);
-    int rv = ctl_list(cli, CTL_OPS_PATH("QueryTelemetry"), &req.base, &page,
-                      &aegis__v1__query_telemetry_response__descriptor, "records", limit, t,
-                      telemetry_row, NULL);
+    rv = ctl_list(cli, CTL_OPS_PATH("QueryTelemetry"), &req.base, &page,
+                  &aegis__v1__query_telemetry_response__descriptor, "records", limit, t,
+                  telemetry_row, NULL);
     ctl_table_del(t);
     return rv;
 }
@@ -157,20 +176,12 @@ static int run_tail(struct ctl_cli *cli, const struct ctl_args *a)
 {
     Aegis__V1__TailTelemetryRequest req = AEGIS__V1__TAIL_TELEMETRY_REQUEST__INIT;
     Aegis__V1__TelemetryFilter f = AEGIS__V1__TELEMETRY_FILTER__INIT;
-    char *agents[64], *kinds[64], *metrics[64];
+    struct filter_names names;
     req.filter = &f;
-    if (ctl_args_count(a, Q_AGENT) > 64 || ctl_args_count(a, Q_KIND) > 64 ||
-        ctl_args_count(a, Q_METRIC) > 64)
-        return USAGE(SUB_TAIL, "at most 64 of each of --agent, --kind, --metric");
-    f.n_agent_ids = collect(a, Q_AGENT, agents, 64);
-    f.agent_ids = agents;
-    f.n_event_kinds = collect(a, Q_KIND, kinds, 64);
-    f.event_kinds = kinds;
-    f.n_metric_names = collect(a, Q_METRIC, metrics, 64);
-    f.metric_names = metrics;
-    f.no_metrics = f.n_event_kinds > 0 && f.n_metric_names == 0;
-    f.no_events = f.n_metric_names > 0 && f.n_event_kinds == 0;
-    int rv = ctl_call_stream(cli, CTL_OPS_PATH("TailTelemetry"), &req.base,
-                             &aegis__v1__telemetry_record__descriptor, on_record, cli);
+    int rv = filter_from_args(cli, a, SUB_TAIL, &f, &names);
+    if (rv != 0)
+        return rv;
+    rv = ctl_call_stream(cli, CTL_OPS_PATH("TailTelemetry"), &req.base,
+                         &aegis__v1__telemetry_record__descriptor, on_record, cli);
     return rv == CTL_EXIT_INTERRUPTED ? CTL_EXIT_OK : rv;
 }

@@ -3,12 +3,16 @@
  * only (the dispatcher refuses every other role); every change writes an audit row.
  */
 #include "ctl_svc_oper.h"
+#include "ctl_kind.h"
 #include "ctl_schema.h"
 #include "ctl_svc_data.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
+#include <aegis/pki.h>
 #include <aegis/proto.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,13 +30,106 @@ const char *ctl_page_token(const Aegis__V1__PageRequest *p)
     return p && p->page_token ? p->page_token : "";
 }
 
-void ctl_page_next_offset(const Aegis__V1__PageRequest *p, int nrows, int shown, char next[32],
-                          Aegis__V1__PageResponse *page)
+void ctl_page_params(const Aegis__V1__PageRequest *p, char lim[16], char off[24])
 {
-    if (nrows <= shown)
-        return;
-    snprintf(next, 32, "%lld", (long long)(ctl_i64(ctl_page_token(p)) + shown));
-    page->next_page_token = next;
+    snprintf(lim, 16, "%u", ctl_page_limit(p) + 1);
+    if (off)
+        snprintf(off, 24, "%lld", (long long)ctl_i64(ctl_page_token(p)));
+}
+
+/* The generated message layout (protobuf-c): a repeated field is a count at quantifier_offset
+ * and an array pointer at offset; a message field is a pointer at offset. */
+static void set_items(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, size_t n,
+                      ProtobufCMessage **items)
+{
+    memcpy((char *)msg + f->quantifier_offset, &n, sizeof(n));
+    memcpy((char *)msg + f->offset, &items, sizeof(items));
+}
+
+static void set_page(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
+                     Aegis__V1__PageResponse *page)
+{
+    memcpy((char *)msg + f->offset, &page, sizeof(page));
+}
+
+void ctl_page_reply(struct ctl_rpc *r, const struct ctl_db_result *res, int nrows,
+                    const Aegis__V1__PageRequest *page, const struct ctl_page_spec *spec,
+                    ProtobufCMessage *resp)
+{
+    struct ctl_server *srv = r->srv;
+    const ProtobufCFieldDescriptor *fi =
+        protobuf_c_message_descriptor_get_field_by_name(resp->descriptor, spec->items);
+    const ProtobufCFieldDescriptor *fp =
+        protobuf_c_message_descriptor_get_field_by_name(resp->descriptor, "page");
+    assert(fi && fi->label == PROTOBUF_C_LABEL_REPEATED && fi->type == PROTOBUF_C_TYPE_MESSAGE);
+    assert(fp && fp->descriptor == &aegis__v1__page_response__descriptor);
+    unsigned limit = ctl_page_limit(page);
+    int shown = nrows < 0 ? 0 : nrows > (int)limit ? (int)limit : nrows;
+    uint8_t *rows = aegis_calloc(srv->mem, (size_t)shown + 1, spec->row_size);
+    ProtobufCMessage **items = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*items));
+    if (!rows || !items) {
+        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
+        goto out;
+    }
+    for (int i = 0; i < shown; i++) {
+        items[i] = spec->fill(srv, res, i, rows + (size_t)i * spec->row_size);
+        if (!items[i]) {
+            ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "%s", spec->fill_error);
+            goto out;
+        }
+    }
+    Aegis__V1__PageResponse pr = AEGIS__V1__PAGE_RESPONSE__INIT;
+    char next[32];
+    if (nrows > shown && spec->paging == CTL_PAGE_BY_KEY) {
+        pr.next_page_token = (char *)ctl_db_result_value(res, shown - 1, spec->key_col);
+    } else if (nrows > shown) {
+        snprintf(next, sizeof(next), "%lld", (long long)(ctl_i64(ctl_page_token(page)) + shown));
+        pr.next_page_token = next;
+    }
+    set_items(resp, fi, (size_t)shown, items);
+    set_page(resp, fp, &pr);
+    ctl_rpc_reply(r, resp);
+    set_items(resp, fi, 0, NULL);
+    set_page(resp, fp, NULL);
+out:
+    for (int i = 0; rows && spec->free_row && i < shown; i++)
+        spec->free_row(srv, rows + (size_t)i * spec->row_size);
+    aegis_free(srv->mem, rows);
+    aegis_free(srv->mem, items);
+}
+
+int ctl_rpc_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res, const char *none)
+{
+    if (rv != 0) {
+        ctl_rpc_fail_db(r, rv, res);
+        return -1;
+    }
+    int n = ctl_db_result_ntuples(res);
+    if (n == 0 && none) {
+        ctl_rpc_fail(r, AEGIS_GRPC_NOT_FOUND, "%s", none);
+        return -1;
+    }
+    return n;
+}
+
+void ctl_page_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res,
+                   const Aegis__V1__PageRequest *page, const struct ctl_page_spec *spec,
+                   ProtobufCMessage *resp)
+{
+    int n = ctl_rpc_rows(r, rv, res, NULL);
+    if (n >= 0)
+        ctl_page_reply(r, res, n, page, spec, resp);
+}
+
+void *ctl_rpc_state_new(struct ctl_rpc *r, size_t size)
+{
+    void *st = aegis_calloc(r->srv->mem, 1, size);
+    if (!st) {
+        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
+        return NULL;
+    }
+    r->state = st;
+    return st;
 }
 
 /* ---- agents --------------------------------------------------------------------------------- */
@@ -55,9 +152,10 @@ struct agent_row {
     char capbuf[512];
 };
 
-static void agent_fill(struct ctl_server *srv, const struct ctl_db_result *res, int i,
-                       struct agent_row *ar)
+static ProtobufCMessage *agent_fill(struct ctl_server *srv, const struct ctl_db_result *res, int i,
+                                    void *row)
 {
+    struct agent_row *ar = row;
     aegis__v1__agent__init(&ar->a);
     aegis__v1__host_facts__init(&ar->host);
     ar->a.agent_id = (char *)ctl_db_result_value(res, i, 0);
@@ -73,11 +171,12 @@ static void agent_fill(struct ctl_server *srv, const struct ctl_db_result *res, 
     ar->a.status = strcmp(status, "revoked") == 0 ? AEGIS__V1__AGENT_STATUS__AGENT_STATUS_REVOKED
                    : inst[0]                      ? AEGIS__V1__AGENT_STATUS__AGENT_STATUS_ONLINE
                                                   : AEGIS__V1__AGENT_STATUS__AGENT_STATUS_OFFLINE;
-    if (ctl_unhex(ctl_db_result_value(res, i, 6), ar->spki, 32) == 0) {
+    const char *spki = ctl_db_result_value(res, i, 6), *mid = ctl_db_result_value(res, i, 7);
+    if (aegis_hex_decode(spki, strlen(spki), ar->spki, 32) == 32) {
         ar->a.spki_sha256.data = ar->spki;
         ar->a.spki_sha256.len = 32;
     }
-    if (ctl_unhex(ctl_db_result_value(res, i, 7), ar->mid, 32) == 0) {
+    if (aegis_hex_decode(mid, strlen(mid), ar->mid, 32) == 32) {
         ar->a.machine_id_hash.data = ar->mid;
         ar->a.machine_id_hash.len = 32;
     }
@@ -92,43 +191,29 @@ static void agent_fill(struct ctl_server *srv, const struct ctl_db_result *res, 
     ar->a.n_capabilities = n;
     ar->a.capabilities = ar->caps;
     ar->a.acked_sequence = (uint64_t)ctl_i64(ctl_db_result_value(res, i, 12));
+    return &ar->a.base;
 }
+
+static void agent_row_free(struct ctl_server *srv, void *row)
+{
+    ctl_labels_free(srv->mem, &((struct agent_row *)row)->labels);
+}
+
+/* Agents page by id (column 0), so a page does not shift while agents enroll. */
+static const struct ctl_page_spec agent_page = {
+    .items = "agents",
+    .row_size = sizeof(struct agent_row),
+    .fill = agent_fill,
+    .free_row = agent_row_free,
+    .paging = CTL_PAGE_BY_KEY,
+    .key_col = 0,
+};
 
 static void list_agents_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
-    struct ctl_server *srv = r->srv;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
-        return;
-    }
     Aegis__V1__ListAgentsRequest *req = (Aegis__V1__ListAgentsRequest *)r->req;
-    unsigned limit = ctl_page_limit(req->page);
-    int n = ctl_db_result_ntuples(res);
-    int shown = n > (int)limit ? (int)limit : n;
-    struct agent_row *rows = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*rows));
-    Aegis__V1__Agent **ptrs = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*ptrs));
-    if (!rows || !ptrs) {
-        aegis_free(srv->mem, rows);
-        aegis_free(srv->mem, ptrs);
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
-        return;
-    }
-    for (int i = 0; i < shown; i++) {
-        agent_fill(srv, res, i, &rows[i]);
-        ptrs[i] = &rows[i].a;
-    }
     Aegis__V1__ListAgentsResponse resp = AEGIS__V1__LIST_AGENTS_RESPONSE__INIT;
-    Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
-    resp.n_agents = (size_t)shown;
-    resp.agents = ptrs;
-    if (n > shown)
-        page.next_page_token = rows[shown - 1].a.agent_id;
-    resp.page = &page;
-    ctl_rpc_reply(r, &resp.base);
-    for (int i = 0; i < shown; i++)
-        ctl_labels_free(srv->mem, &rows[i].labels);
-    aegis_free(srv->mem, rows);
-    aegis_free(srv->mem, ptrs);
+    ctl_page_rows(r, rv, res, req->page, &agent_page, &resp.base);
 }
 
 static void list_agents(struct ctl_rpc *r)
@@ -159,7 +244,7 @@ static void list_agents(struct ctl_rpc *r)
     default:
         break;
     }
-    snprintf(lim, sizeof(lim), "%u", ctl_page_limit(req->page) + 1);
+    ctl_page_params(req->page, lim, NULL);
     const char *v[4] = {sel, token, st, lim};
     ctl_rpc_db(r,
                "SELECT " AGENT_COLS
@@ -174,21 +259,15 @@ static void list_agents(struct ctl_rpc *r)
 
 static void get_agent_row(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
+    if (ctl_rpc_rows(r, rv, res, "no agent with that id (aegisctl agents list)") < 0)
         return;
-    }
-    if (ctl_db_result_ntuples(res) != 1) {
-        ctl_rpc_fail(r, AEGIS_GRPC_NOT_FOUND, "no agent with that id (aegisctl agents list)");
-        return;
-    }
     struct agent_row ar;
     memset(&ar, 0, sizeof(ar));
     agent_fill(r->srv, res, 0, &ar);
     Aegis__V1__GetAgentResponse resp = AEGIS__V1__GET_AGENT_RESPONSE__INIT;
     resp.agent = &ar.a;
     ctl_rpc_reply(r, &resp.base);
-    ctl_labels_free(r->srv->mem, &ar.labels);
+    agent_row_free(r->srv, &ar);
 }
 
 static void get_agent(struct ctl_rpc *r)
@@ -207,14 +286,8 @@ static void get_agent(struct ctl_rpc *r)
 static void revoke_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
     Aegis__V1__RevokeAgentRequest *req = (Aegis__V1__RevokeAgentRequest *)r->req;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
+    if (ctl_rpc_rows(r, rv, res, "no agent with that id") < 0)
         return;
-    }
-    if (ctl_db_result_ntuples(res) != 1) {
-        ctl_rpc_fail(r, AEGIS_GRPC_NOT_FOUND, "no agent with that id");
-        return;
-    }
     int already = strcmp(ctl_db_result_value(res, 0, 0), "t") == 0;
     Aegis__V1__RevokeAgentResponse resp = AEGIS__V1__REVOKE_AGENT_RESPONSE__INIT;
     resp.revoked_unix_ns = ctl_i64(ctl_db_result_value(res, 0, 1));
@@ -270,9 +343,16 @@ static void token_free(struct ctl_rpc *r)
     " END, " CTL_SQL_NS("expires_at") ", " CTL_SQL_NS(                                             \
         "created_at") ", created_by, revoked, " CTL_SQL_LABELS_TEXT("labels")
 
-static void token_fill(struct ctl_server *srv, const struct ctl_db_result *res, int i,
-                       Aegis__V1__EnrollmentToken *t, struct ctl_labels *l)
+struct token_row {
+    Aegis__V1__EnrollmentToken t;
+    struct ctl_labels l;
+};
+
+static ProtobufCMessage *token_fill(struct ctl_server *srv, const struct ctl_db_result *res, int i,
+                                    void *row)
 {
+    struct token_row *tr = row;
+    Aegis__V1__EnrollmentToken *t = &tr->t;
     aegis__v1__enrollment_token__init(t);
     t->token_id = (char *)ctl_db_result_value(res, i, 0);
     t->description = (char *)ctl_db_result_value(res, i, 1);
@@ -282,8 +362,14 @@ static void token_fill(struct ctl_server *srv, const struct ctl_db_result *res, 
     t->created_unix_ns = ctl_i64(ctl_db_result_value(res, i, 5));
     t->created_by = (char *)ctl_db_result_value(res, i, 6);
     t->revoked = strcmp(ctl_db_result_value(res, i, 7), "t") == 0;
-    if (ctl_labels_from_text(srv->mem, ctl_db_result_value(res, i, 8), l) == 0)
-        t->labels = l->msg;
+    if (ctl_labels_from_text(srv->mem, ctl_db_result_value(res, i, 8), &tr->l) == 0)
+        t->labels = tr->l.msg;
+    return &t->base;
+}
+
+static void token_row_free(struct ctl_server *srv, void *row)
+{
+    ctl_labels_free(srv->mem, &((struct token_row *)row)->l);
 }
 
 static void create_token_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
@@ -293,21 +379,19 @@ static void create_token_done(struct ctl_rpc *r, int rv, const struct ctl_db_res
         ctl_rpc_fail_db(r, rv, res);
         return;
     }
-    Aegis__V1__EnrollmentToken t;
-    struct ctl_labels l = {0};
-    token_fill(r->srv, res, 0, &t, &l);
-    t.secret = st->secret; /* shown once; only its hash is stored */
-    ctl_audit(r->srv, r->cc->name, "token_create", st->id, "ok", t.description);
+    struct token_row tr = {0};
+    token_fill(r->srv, res, 0, &tr);
+    tr.t.secret = st->secret; /* shown once; only its hash is stored */
+    ctl_audit(r->srv, r->cc->name, "token_create", st->id, "ok", tr.t.description);
     Aegis__V1__CreateTokenResponse resp = AEGIS__V1__CREATE_TOKEN_RESPONSE__INIT;
-    resp.token = &t;
+    resp.token = &tr.t;
     ctl_rpc_reply(r, &resp.base);
-    ctl_labels_free(r->srv->mem, &l);
+    token_row_free(r->srv, &tr);
 }
 
 static void create_token(struct ctl_rpc *r)
 {
     Aegis__V1__CreateTokenRequest *req = (Aegis__V1__CreateTokenRequest *)r->req;
-    struct ctl_server *srv = r->srv;
     if (req->max_uses > INT32_MAX) {
         ctl_rpc_fail(r, AEGIS_GRPC_INVALID_ARGUMENT, "max_uses over %d", INT32_MAX);
         return;
@@ -329,12 +413,9 @@ static void create_token(struct ctl_rpc *r)
                      "control characters");
         return;
     }
-    struct token_state *st = aegis_calloc(srv->mem, 1, sizeof(*st));
-    if (!st) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
+    struct token_state *st = ctl_rpc_state_new(r, sizeof(*st));
+    if (!st)
         return;
-    }
-    r->state = st;
     ctl_uuid(st->id);
     uint8_t raw[32], h[32];
     if (ctl_random(raw, sizeof(raw)) != 0) {
@@ -343,10 +424,13 @@ static void create_token(struct ctl_rpc *r)
     }
     /* "aegis_" + 64 hex: recognizable in logs and secret scanners, 256 bits of entropy. */
     memcpy(st->secret, "aegis_", 6);
-    ctl_hex(raw, 32, st->secret + 6);
-    ctl_sha256(st->secret, strlen(st->secret), h);
+    aegis_hex_encode(raw, 32, st->secret + 6, sizeof(st->secret) - 6);
+    if (aegis_sha256_hash(st->secret, strlen(st->secret), h) != 0) {
+        ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "cannot hash the token");
+        return;
+    }
     char hhex[65], uses[16], left[16], ttl[16];
-    ctl_hex(h, 32, hhex);
+    aegis_hex_encode(h, 32, hhex, sizeof(hhex));
     snprintf(uses, sizeof(uses), "%u", req->max_uses);
     snprintf(left, sizeof(left), "%u", req->max_uses ? req->max_uses : (unsigned)INT32_MAX);
     snprintf(ttl, sizeof(ttl), "%u", req->ttl_seconds ? req->ttl_seconds : CTL_DEFAULT_TOKEN_TTL_S);
@@ -359,50 +443,25 @@ static void create_token(struct ctl_rpc *r)
                8, v, NULL, NULL, create_token_done);
 }
 
+static const struct ctl_page_spec token_page = {
+    .items = "tokens",
+    .row_size = sizeof(struct token_row),
+    .fill = token_fill,
+    .free_row = token_row_free,
+};
+
 static void list_tokens_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
-    struct ctl_server *srv = r->srv;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
-        return;
-    }
     Aegis__V1__ListTokensRequest *req = (Aegis__V1__ListTokensRequest *)r->req;
-    unsigned limit = ctl_page_limit(req->page);
-    int n = ctl_db_result_ntuples(res);
-    int shown = n > (int)limit ? (int)limit : n;
-    Aegis__V1__EnrollmentToken *t = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*t));
-    Aegis__V1__EnrollmentToken **p = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*p));
-    struct ctl_labels *l = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*l));
-    if (!t || !p || !l) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
-        goto out;
-    }
-    for (int i = 0; i < shown; i++) {
-        token_fill(srv, res, i, &t[i], &l[i]);
-        p[i] = &t[i];
-    }
     Aegis__V1__ListTokensResponse resp = AEGIS__V1__LIST_TOKENS_RESPONSE__INIT;
-    Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
-    char next[32];
-    ctl_page_next_offset(req->page, n, shown, next, &page);
-    resp.n_tokens = (size_t)shown;
-    resp.tokens = p;
-    resp.page = &page;
-    ctl_rpc_reply(r, &resp.base);
-out:
-    for (int i = 0; l && i < shown; i++)
-        ctl_labels_free(srv->mem, &l[i]);
-    aegis_free(srv->mem, t);
-    aegis_free(srv->mem, p);
-    aegis_free(srv->mem, l);
+    ctl_page_rows(r, rv, res, req->page, &token_page, &resp.base);
 }
 
 static void list_tokens(struct ctl_rpc *r)
 {
     Aegis__V1__ListTokensRequest *req = (Aegis__V1__ListTokensRequest *)r->req;
     char lim[16], off[24];
-    snprintf(lim, sizeof(lim), "%u", ctl_page_limit(req->page) + 1);
-    snprintf(off, sizeof(off), "%lld", (long long)ctl_i64(ctl_page_token(req->page)));
+    ctl_page_params(req->page, lim, off);
     const char *v[3] = {req->include_inactive ? "t" : "f", lim, off};
     ctl_rpc_db(r,
                "SELECT " TOKEN_COLS " FROM enrollment_tokens WHERE $1::bool OR"
@@ -414,14 +473,8 @@ static void list_tokens(struct ctl_rpc *r)
 static void revoke_token_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
     Aegis__V1__RevokeTokenRequest *req = (Aegis__V1__RevokeTokenRequest *)r->req;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
+    if (ctl_rpc_rows(r, rv, res, "no token with that id (aegisctl tokens list)") < 0)
         return;
-    }
-    if (ctl_db_result_ntuples(res) != 1) {
-        ctl_rpc_fail(r, AEGIS_GRPC_NOT_FOUND, "no token with that id (aegisctl tokens list)");
-        return;
-    }
     Aegis__V1__RevokeTokenResponse resp = AEGIS__V1__REVOKE_TOKEN_RESPONSE__INIT;
     resp.already_revoked = strcmp(ctl_db_result_value(res, 0, 0), "t") == 0;
     ctl_audit(r->srv, r->cc->name, "token_revoke", req->token_id, "ok",
@@ -447,26 +500,12 @@ static void revoke_token(struct ctl_rpc *r)
 /* ---- commands ---------------------------------------------------------------------------------
  */
 
-static const char *payload_kind(const Aegis__V1__Command *c)
+const char *ctl_cmd_kind(const Aegis__V1__Command *c)
 {
-    switch (c->payload_case) {
-    case AEGIS__V1__COMMAND__PAYLOAD_APPLY_POLICY:
-        return "apply_policy";
-    case AEGIS__V1__COMMAND__PAYLOAD_LOAD_ARTIFACT:
-        return c->load_artifact->fetch_only ? "fetch_artifact" : "load_artifact";
-    case AEGIS__V1__COMMAND__PAYLOAD_RUN_ACTION:
-        return "run_action";
-    case AEGIS__V1__COMMAND__PAYLOAD_RESTART_AGENT:
-        return "restart_agent";
-    case AEGIS__V1__COMMAND__PAYLOAD_UPDATE_AGENT:
-        return "update_agent";
-    case AEGIS__V1__COMMAND__PAYLOAD_COLLECT_INVENTORY:
-        return "collect_inventory";
-    case AEGIS__V1__COMMAND__PAYLOAD_UNLOAD_ARTIFACT:
-        return "unload_artifact";
-    default:
-        return NULL;
-    }
+    if (c->payload_case == AEGIS__V1__COMMAND__PAYLOAD_LOAD_ARTIFACT && c->load_artifact &&
+        c->load_artifact->fetch_only)
+        return "fetch_artifact";
+    return ctl_command_kind(c);
 }
 
 static void send_command_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res,
@@ -512,7 +551,7 @@ int ctl_cmd_spec_fail(struct ctl_rpc *r, int rv)
 static void send_command(struct ctl_rpc *r)
 {
     Aegis__V1__SendCommandRequest *req = (Aegis__V1__SendCommandRequest *)r->req;
-    const char *kind = req->command ? payload_kind(req->command) : NULL;
+    const char *kind = req->command ? ctl_cmd_kind(req->command) : NULL;
     if (!kind) {
         ctl_rpc_fail(r, AEGIS_GRPC_INVALID_ARGUMENT, "SendCommandRequest.command has no payload");
         return;
@@ -556,55 +595,66 @@ static void delivery_fill(struct ctl_server *srv, const struct ctl_db_result *re
     dr->d.updated_unix_ns = ctl_i64(ctl_db_result_value(res, i, col + 5));
     dr->d.detail = (char *)ctl_db_result_value(res, i, col + 6);
     const char *hex = ctl_db_result_value(res, i, col + 7);
-    size_t n = strlen(hex) / 2;
-    if (n && (dr->result = aegis_malloc(srv->mem, n)) != NULL &&
-        ctl_unhex(hex, dr->result, n) == 0) {
+    size_t n;
+    if (aegis_hex_decode_alloc(srv->mem, hex, strlen(hex), &dr->result, &n) == 0 && n) {
         dr->d.result.data = dr->result;
         dr->d.result.len = n;
+    }
+}
+
+/* GetCommand rows carry the command in columns 0..3 and a delivery from column 4. */
+static ProtobufCMessage *get_command_delivery(struct ctl_server *srv,
+                                              const struct ctl_db_result *res, int i, void *row)
+{
+    struct delivery_row *dr = row;
+    delivery_fill(srv, res, i, 4, dr);
+    return &dr->d.base;
+}
+
+static void delivery_row_free(struct ctl_server *srv, void *row)
+{
+    aegis_free(srv->mem, ((struct delivery_row *)row)->result);
+}
+
+static const struct ctl_page_spec delivery_page = {
+    .items = "deliveries",
+    .row_size = sizeof(struct delivery_row),
+    .fill = get_command_delivery,
+    .free_row = delivery_row_free,
+    .paging = CTL_PAGE_BY_KEY,
+    .key_col = 4, /* agent id */
+};
+
+/* Per-state counts arrive as "0,q,d,a,r,s,f,e" (STATE_COUNTS_SQL), indexed by CommandState. */
+static void parse_state_counts(const char *cstr, uint32_t counts[8])
+{
+    memset(counts, 0, 8 * sizeof(counts[0]));
+    for (int s = 0; s < 8 && *cstr; s++) {
+        counts[s] = (uint32_t)strtoul(cstr, (char **)&cstr, 10);
+        if (*cstr == ',')
+            cstr++;
     }
 }
 
 static void get_command_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
     struct ctl_server *srv = r->srv;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
+    int n = ctl_rpc_rows(r, rv, res, "no command with that id");
+    if (n < 0)
         return;
-    }
-    int n = ctl_db_result_ntuples(res);
-    if (n == 0) {
-        ctl_rpc_fail(r, AEGIS_GRPC_NOT_FOUND, "no command with that id");
-        return;
-    }
     Aegis__V1__GetCommandRequest *req = (Aegis__V1__GetCommandRequest *)r->req;
-    unsigned limit = ctl_page_limit(req->page);
-    /* Row 0 carries the command; delivery columns start at 4 (NULL when none). */
-    int has_d = !ctl_db_result_isnull(res, 0, 4);
-    int nd = has_d ? n : 0;
-    int shown = nd > (int)limit ? (int)limit : nd;
-    struct delivery_row *dr = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*dr));
-    Aegis__V1__CommandDelivery **dp = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*dp));
     Aegis__V1__Command *cmd = NULL;
     const char *phex = ctl_db_result_value(res, 0, 1);
-    size_t plen = strlen(phex) / 2;
-    uint8_t *pb = aegis_malloc(srv->mem, plen + 1);
-    if (!dr || !dp || !pb || ctl_unhex(phex, pb, plen) != 0 ||
+    uint8_t *pb = NULL;
+    size_t plen = 0;
+    if (aegis_hex_decode_alloc(srv->mem, phex, strlen(phex), &pb, &plen) != 0 ||
         aegis_proto_unpack(&aegis__v1__command__descriptor, pb, plen, SIZE_MAX, srv->mem,
                            (ProtobufCMessage **)&cmd) != 0) {
         ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "cannot read the stored command");
         goto out;
     }
-    uint32_t counts[8] = {0};
-    const char *cstr = ctl_db_result_value(res, 0, 12);
-    for (int s = 0; s < 8 && *cstr; s++) {
-        counts[s] = (uint32_t)strtoul(cstr, (char **)&cstr, 10);
-        if (*cstr == ',')
-            cstr++;
-    }
-    for (int i = 0; i < shown; i++) {
-        delivery_fill(srv, res, i, 4, &dr[i]);
-        dp[i] = &dr[i].d;
-    }
+    uint32_t counts[8];
+    parse_state_counts(ctl_db_result_value(res, 0, 12), counts);
     Aegis__V1__CommandInfo info = AEGIS__V1__COMMAND_INFO__INIT;
     Aegis__V1__AgentTarget tgt = AEGIS__V1__AGENT_TARGET__INIT;
     info.command_id = req->command_id;
@@ -615,19 +665,11 @@ static void get_command_rows(struct ctl_rpc *r, int rv, const struct ctl_db_resu
     info.n_state_counts = 8;
     info.state_counts = counts;
     Aegis__V1__GetCommandResponse resp = AEGIS__V1__GET_COMMAND_RESPONSE__INIT;
-    Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
     resp.command = &info;
-    resp.n_deliveries = (size_t)shown;
-    resp.deliveries = dp;
-    if (nd > shown)
-        page.next_page_token = dr[shown - 1].d.agent_id;
-    resp.page = &page;
-    ctl_rpc_reply(r, &resp.base);
+    /* Without deliveries the one row has NULL delivery columns. */
+    int nd = ctl_db_result_isnull(res, 0, 4) ? 0 : n;
+    ctl_page_reply(r, res, nd, req->page, &delivery_page, &resp.base);
 out:
-    for (int i = 0; dr && i < shown; i++)
-        aegis_free(srv->mem, dr[i].result);
-    aegis_free(srv->mem, dr);
-    aegis_free(srv->mem, dp);
     aegis_free(srv->mem, pb);
     if (cmd)
         aegis_proto_free(&cmd->base, srv->mem);
@@ -654,7 +696,7 @@ static void get_command(struct ctl_rpc *r)
         return;
     }
     char lim[16];
-    snprintf(lim, sizeof(lim), "%u", ctl_page_limit(req->page) + 1);
+    ctl_page_params(req->page, lim, NULL);
     const char *v[3] = {req->command_id, token, lim};
     ctl_rpc_db(
         r,
@@ -715,13 +757,8 @@ static void watch_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *re
             ctl_rpc_fail(r, AEGIS_GRPC_NOT_FOUND, "no command with that id");
         return;
     }
-    uint32_t counts[8] = {0};
-    const char *cstr = ctl_db_result_value(res, 0, 8);
-    for (int s = 0; s < 8 && *cstr; s++) {
-        counts[s] = (uint32_t)strtoul(cstr, (char **)&cstr, 10);
-        if (*cstr == ',')
-            cstr++;
-    }
+    uint32_t counts[8];
+    parse_state_counts(ctl_db_result_value(res, 0, 8), counts);
     uint32_t total = 0, final = 0;
     for (int s = 1; s < 8; s++)
         total += counts[s];
@@ -739,7 +776,7 @@ static void watch_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *re
         p.state_counts = counts;
         p.done = done && i == n - 1;
         int srv_rv = ctl_rpc_send(r, &p.base);
-        aegis_free(srv->mem, dr.result);
+        delivery_row_free(srv, &dr);
         if (srv_rv != 0 && srv_rv != -EAGAIN) {
             ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "cannot send progress");
             return;
@@ -821,12 +858,9 @@ static void watch_command(struct ctl_rpc *r)
         ctl_rpc_fail(r, AEGIS_GRPC_INVALID_ARGUMENT, "command id is not a UUID");
         return;
     }
-    struct watch_state *st = aegis_calloc(r->srv->mem, 1, sizeof(*st));
-    if (!st) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
+    struct watch_state *st = ctl_rpc_state_new(r, sizeof(*st));
+    if (!st)
         return;
-    }
-    r->state = st;
     snprintf(st->since, sizeof(st->since), "-infinity");
     snprintf(r->watch_key, sizeof(r->watch_key), "%s", req->command_id);
     ctl_rpc_add_watcher(r);
@@ -854,9 +888,10 @@ struct tel_row {
     char *text;
 };
 
-static void tel_row_fill(struct ctl_server *srv, const struct ctl_db_result *res, int i,
-                         struct tel_row *t)
+static ProtobufCMessage *tel_row_fill(struct ctl_server *srv, const struct ctl_db_result *res,
+                                      int i, void *row)
 {
+    struct tel_row *t = row;
     aegis__v1__telemetry_record__init(&t->rec);
     t->rec.agent_id = (char *)ctl_db_result_value(res, i, 0);
     t->rec.received_unix_ns = ctl_i64(ctl_db_result_value(res, i, 1));
@@ -872,7 +907,7 @@ static void tel_row_fill(struct ctl_server *srv, const struct ctl_db_result *res
             t->m.labels = t->labels.msg;
         t->rec.item_case = AEGIS__V1__TELEMETRY_RECORD__ITEM_METRIC;
         t->rec.metric = &t->m;
-        return;
+        return &t->rec.base;
     }
     aegis__v1__event__init(&t->ev);
     t->ev.kind = (char *)ctl_db_result_value(res, i, 3);
@@ -894,17 +929,19 @@ static void tel_row_fill(struct ctl_server *srv, const struct ctl_db_result *res
         }
     }
     const char *hex = ctl_db_result_value(res, i, 6);
-    size_t n = strlen(hex) / 2;
-    if (n && (t->body = aegis_malloc(srv->mem, n)) != NULL && ctl_unhex(hex, t->body, n) == 0) {
+    size_t n;
+    if (aegis_hex_decode_alloc(srv->mem, hex, strlen(hex), &t->body, &n) == 0 && n) {
         t->ev.body.data = t->body;
         t->ev.body.len = n;
     }
     t->rec.item_case = AEGIS__V1__TELEMETRY_RECORD__ITEM_EVENT;
     t->rec.event = &t->ev;
+    return &t->rec.base;
 }
 
-static void tel_row_free(struct ctl_server *srv, struct tel_row *t)
+static void tel_row_free(struct ctl_server *srv, void *row)
 {
+    struct tel_row *t = row;
     ctl_labels_free(srv->mem, &t->labels);
     aegis_free(srv->mem, t->attrs);
     aegis_free(srv->mem, t->attrp);
@@ -950,40 +987,18 @@ static int tel_filter(struct ctl_rpc *r, const Aegis__V1__TelemetryFilter *f, ch
     return 0;
 }
 
+static const struct ctl_page_spec tel_page = {
+    .items = "records",
+    .row_size = sizeof(struct tel_row),
+    .fill = tel_row_fill,
+    .free_row = tel_row_free,
+};
+
 static void query_tel_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
-    struct ctl_server *srv = r->srv;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
-        return;
-    }
     Aegis__V1__QueryTelemetryRequest *req = (Aegis__V1__QueryTelemetryRequest *)r->req;
-    unsigned limit = ctl_page_limit(req->page);
-    int n = ctl_db_result_ntuples(res);
-    int shown = n > (int)limit ? (int)limit : n;
-    struct tel_row *t = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*t));
-    Aegis__V1__TelemetryRecord **p = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*p));
-    if (!t || !p) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
-        goto out;
-    }
-    for (int i = 0; i < shown; i++) {
-        tel_row_fill(srv, res, i, &t[i]);
-        p[i] = &t[i].rec;
-    }
     Aegis__V1__QueryTelemetryResponse resp = AEGIS__V1__QUERY_TELEMETRY_RESPONSE__INIT;
-    Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
-    char next[32];
-    ctl_page_next_offset(req->page, n, shown, next, &page);
-    resp.n_records = (size_t)shown;
-    resp.records = p;
-    resp.page = &page;
-    ctl_rpc_reply(r, &resp.base);
-out:
-    for (int i = 0; t && i < shown; i++)
-        tel_row_free(srv, &t[i]);
-    aegis_free(srv->mem, t);
-    aegis_free(srv->mem, p);
+    ctl_page_rows(r, rv, res, req->page, &tel_page, &resp.base);
 }
 
 static void query_telemetry(struct ctl_rpc *r)
@@ -994,8 +1009,7 @@ static void query_telemetry(struct ctl_rpc *r)
         return;
     snprintf(from, sizeof(from), "%lld", (long long)(req->time ? req->time->from_unix_ns : 0));
     snprintf(to, sizeof(to), "%lld", (long long)(req->time ? req->time->to_unix_ns : 0));
-    snprintf(lim, sizeof(lim), "%u", ctl_page_limit(req->page) + 1);
-    snprintf(off, sizeof(off), "%lld", (long long)ctl_i64(ctl_page_token(req->page)));
+    ctl_page_params(req->page, lim, off);
     const char *f = req->filter ? (req->filter->no_events ? "t" : "f") : "f";
     const char *g = req->filter ? (req->filter->no_metrics ? "t" : "f") : "f";
     const char *v[9] = {a, k, m, f, g, from, to, lim, off};
@@ -1084,12 +1098,9 @@ static void tail_started(struct ctl_rpc *r, int rv, const struct ctl_db_result *
 static void tail_telemetry(struct ctl_rpc *r)
 {
     Aegis__V1__TailTelemetryRequest *req = (Aegis__V1__TailTelemetryRequest *)r->req;
-    struct tail_state *st = aegis_calloc(r->srv->mem, 1, sizeof(*st));
-    if (!st) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
+    struct tail_state *st = ctl_rpc_state_new(r, sizeof(*st));
+    if (!st)
         return;
-    }
-    r->state = st;
     if (tel_filter(r, req->filter, st->a, st->k, st->m, sizeof(st->a)) != 0)
         return;
     snprintf(st->no_ev, sizeof(st->no_ev), "%s", req->filter && req->filter->no_events ? "t" : "f");
@@ -1133,48 +1144,36 @@ void ctl_oper_listen(struct ctl_server *srv)
 /* ---- audit ------------------------------------------------------------------------------------
  */
 
+static ProtobufCMessage *audit_fill(struct ctl_server *srv, const struct ctl_db_result *res, int i,
+                                    void *row)
+{
+    Aegis__V1__AuditEntry *e = row;
+    (void)srv;
+    aegis__v1__audit_entry__init(e);
+    e->id = (uint64_t)ctl_i64(ctl_db_result_value(res, i, 0));
+    e->time_unix_ns = ctl_i64(ctl_db_result_value(res, i, 1));
+    e->actor = (char *)ctl_db_result_value(res, i, 2);
+    e->action = (char *)ctl_db_result_value(res, i, 3);
+    e->target = (char *)ctl_db_result_value(res, i, 4);
+    e->success = strcmp(ctl_db_result_value(res, i, 5), "ok") == 0;
+    e->detail = (char *)ctl_db_result_value(res, i, 6);
+    return &e->base;
+}
+
+/* Newest first; the next page continues below the last id shown (column 0). */
+static const struct ctl_page_spec audit_page = {
+    .items = "entries",
+    .row_size = sizeof(Aegis__V1__AuditEntry),
+    .fill = audit_fill,
+    .paging = CTL_PAGE_BY_KEY,
+    .key_col = 0,
+};
+
 static void list_audit_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
-    struct ctl_server *srv = r->srv;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
-        return;
-    }
     Aegis__V1__ListAuditRequest *req = (Aegis__V1__ListAuditRequest *)r->req;
-    unsigned limit = ctl_page_limit(req->page);
-    int n = ctl_db_result_ntuples(res);
-    int shown = n > (int)limit ? (int)limit : n;
-    Aegis__V1__AuditEntry *e = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*e));
-    Aegis__V1__AuditEntry **p = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*p));
-    if (!e || !p) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
-        goto out;
-    }
-    for (int i = 0; i < shown; i++) {
-        aegis__v1__audit_entry__init(&e[i]);
-        e[i].id = (uint64_t)ctl_i64(ctl_db_result_value(res, i, 0));
-        e[i].time_unix_ns = ctl_i64(ctl_db_result_value(res, i, 1));
-        e[i].actor = (char *)ctl_db_result_value(res, i, 2);
-        e[i].action = (char *)ctl_db_result_value(res, i, 3);
-        e[i].target = (char *)ctl_db_result_value(res, i, 4);
-        e[i].success = strcmp(ctl_db_result_value(res, i, 5), "ok") == 0;
-        e[i].detail = (char *)ctl_db_result_value(res, i, 6);
-        p[i] = &e[i];
-    }
     Aegis__V1__ListAuditResponse resp = AEGIS__V1__LIST_AUDIT_RESPONSE__INIT;
-    Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
-    char next[32];
-    if (n > shown) {
-        snprintf(next, sizeof(next), "%llu", (unsigned long long)e[shown - 1].id);
-        page.next_page_token = next;
-    }
-    resp.n_entries = (size_t)shown;
-    resp.entries = p;
-    resp.page = &page;
-    ctl_rpc_reply(r, &resp.base);
-out:
-    aegis_free(srv->mem, e);
-    aegis_free(srv->mem, p);
+    ctl_page_rows(r, rv, res, req->page, &audit_page, &resp.base);
 }
 
 static void list_audit(struct ctl_rpc *r)
@@ -1183,8 +1182,7 @@ static void list_audit(struct ctl_rpc *r)
     char from[24], to[24], lim[16], before[24];
     snprintf(from, sizeof(from), "%lld", (long long)(req->time ? req->time->from_unix_ns : 0));
     snprintf(to, sizeof(to), "%lld", (long long)(req->time ? req->time->to_unix_ns : 0));
-    snprintf(lim, sizeof(lim), "%u", ctl_page_limit(req->page) + 1);
-    snprintf(before, sizeof(before), "%lld", (long long)ctl_i64(ctl_page_token(req->page)));
+    ctl_page_params(req->page, lim, before);
     const char *v[7] = {req->actor, req->action, req->target, from, to, lim, before};
     ctl_rpc_db(r,
                "SELECT id, " CTL_SQL_NS(

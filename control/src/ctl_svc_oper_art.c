@@ -2,10 +2,12 @@
  * OperatorService, part 2: artifacts (list, assign, unassign, per-host status) and policies
  * (push, list, promote, roll back). Assignments and policy changes reach agents as commands.
  */
-#include "ctl_svc_data.h"
+#include "ctl_kind.h"
 #include "ctl_svc_oper.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
+#include <aegis/pki.h>
 #include <aegis/policy_pb.h>
 #include <aegis/proto.h>
 
@@ -29,29 +31,26 @@ struct art_row {
     uint8_t *stmt, *sig;
 };
 
+/* hexdup decodes a hex text column into a new buffer (see aegis_hex_decode_alloc); NULL if
+ * it is not hex or memory ran out. */
 static uint8_t *hexdup(const struct aegis_mem *mem, const char *hex, size_t *plen)
 {
-    size_t n = strlen(hex) / 2;
-    uint8_t *b = aegis_malloc(mem, n + 1);
-    if (b && ctl_unhex(hex, b, n) != 0) {
-        aegis_free(mem, b);
-        return NULL;
-    }
-    *plen = n;
-    return b;
+    uint8_t *b = NULL;
+    return aegis_hex_decode_alloc(mem, hex, strlen(hex), &b, plen) == 0 ? b : NULL;
 }
 
-static void art_fill(struct ctl_server *srv, const struct ctl_db_result *res, int i,
-                     struct art_row *a)
+static ProtobufCMessage *art_fill(struct ctl_server *srv, const struct ctl_db_result *res, int i,
+                                  void *row)
 {
+    struct art_row *a = row;
     aegis__v1__artifact_info__init(&a->info);
     aegis__v1__artifact_header__init(&a->hdr);
-    ctl_unhex(ctl_db_result_value(res, i, 0), a->sha, 32);
+    const char *sha = ctl_db_result_value(res, i, 0);
+    aegis_hex_decode(sha, strlen(sha), a->sha, 32);
     a->info.sha256.data = a->sha;
     a->info.sha256.len = 32;
     a->info.name = (char *)ctl_db_result_value(res, i, 1);
-    a->info.kind =
-        (Aegis__V1__ArtifactKind)ctl_artifact_kind_from_name(ctl_db_result_value(res, i, 2));
+    a->info.kind = (Aegis__V1__ArtifactKind)ctl_kind_from_name(ctl_db_result_value(res, i, 2));
     a->info.size = (uint64_t)ctl_i64(ctl_db_result_value(res, i, 3));
     size_t l;
     if ((a->stmt = hexdup(srv->mem, ctl_db_result_value(res, i, 4), &l)) != NULL) {
@@ -67,64 +66,36 @@ static void art_fill(struct ctl_server *srv, const struct ctl_db_result *res, in
     a->info.uploaded_by = (char *)ctl_db_result_value(res, i, 7);
     a->info.uploaded_unix_ns = ctl_i64(ctl_db_result_value(res, i, 8));
     a->info.assigned_hosts = (uint32_t)ctl_i64(ctl_db_result_value(res, i, 9));
+    return &a->info.base;
 }
 
-static void art_free(struct ctl_server *srv, struct art_row *a)
+static void art_free(struct ctl_server *srv, void *row)
 {
+    struct art_row *a = row;
     aegis_free(srv->mem, a->stmt);
     aegis_free(srv->mem, a->sig);
 }
 
-static const char *kind_text(int k)
-{
-    static const char *const n[] = {"",           "policy_bundle", "network_block",
-                                    "bpf_object", "agent_binary",  "file"};
-    return k >= 1 && k <= 5 ? n[k] : "";
-}
+static const struct ctl_page_spec art_page = {
+    .items = "artifacts",
+    .row_size = sizeof(struct art_row),
+    .fill = art_fill,
+    .free_row = art_free,
+};
 
 static void list_artifacts_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
-    struct ctl_server *srv = r->srv;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
-        return;
-    }
     Aegis__V1__ListArtifactsRequest *req = (Aegis__V1__ListArtifactsRequest *)r->req;
-    unsigned limit = ctl_page_limit(req->page);
-    int n = ctl_db_result_ntuples(res);
-    int shown = n > (int)limit ? (int)limit : n;
-    struct art_row *a = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*a));
-    Aegis__V1__ArtifactInfo **p = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*p));
-    if (!a || !p) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
-        goto out;
-    }
-    for (int i = 0; i < shown; i++) {
-        art_fill(srv, res, i, &a[i]);
-        p[i] = &a[i].info;
-    }
     Aegis__V1__ListArtifactsResponse resp = AEGIS__V1__LIST_ARTIFACTS_RESPONSE__INIT;
-    Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
-    char next[32];
-    ctl_page_next_offset(req->page, n, shown, next, &page);
-    resp.n_artifacts = (size_t)shown;
-    resp.artifacts = p;
-    resp.page = &page;
-    ctl_rpc_reply(r, &resp.base);
-out:
-    for (int i = 0; a && i < shown; i++)
-        art_free(srv, &a[i]);
-    aegis_free(srv->mem, a);
-    aegis_free(srv->mem, p);
+    ctl_page_rows(r, rv, res, req->page, &art_page, &resp.base);
 }
 
 void ctl_list_artifacts(struct ctl_rpc *r)
 {
     Aegis__V1__ListArtifactsRequest *req = (Aegis__V1__ListArtifactsRequest *)r->req;
     char lim[16], off[24];
-    snprintf(lim, sizeof(lim), "%u", ctl_page_limit(req->page) + 1);
-    snprintf(off, sizeof(off), "%lld", (long long)ctl_i64(ctl_page_token(req->page)));
-    const char *v[4] = {kind_text(req->kind), req->name_prefix, lim, off};
+    ctl_page_params(req->page, lim, off);
+    const char *v[4] = {ctl_kind_name(req->kind), req->name_prefix, lim, off};
     ctl_rpc_db(r,
                "SELECT " ARTIFACT_COLS " FROM artifacts a WHERE a.complete"
                " AND ($1 = '' OR a.kind = $1) AND starts_with(a.name, $2)"
@@ -136,6 +107,7 @@ struct assign_state {
     char sha_hex[65];
     char name[256];
     int kind;
+    int unassign; /* UnassignArtifact, else AssignArtifact */
 };
 
 void ctl_assign_free(struct ctl_rpc *r)
@@ -144,20 +116,30 @@ void ctl_assign_free(struct ctl_rpc *r)
     r->state = NULL;
 }
 
+/* The assignment rows changed: one per agent the command went to. */
 static void assign_recorded(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
+    int n = ctl_rpc_rows(r, rv, res, NULL);
+    if (n < 0)
         return;
-    }
     struct assign_state *st = r->state;
-    Aegis__V1__AssignArtifactResponse resp = AEGIS__V1__ASSIGN_ARTIFACT_RESPONSE__INIT;
-    resp.assigned = (uint32_t)ctl_db_result_ntuples(res);
-    resp.command_id = (char *)(ctl_db_result_ntuples(res) ? ctl_db_result_value(res, 0, 0) : "");
-    ctl_audit(r->srv, r->cc->name, "artifact_assign", st->sha_hex, "ok", st->name);
-    ctl_rpc_reply(r, &resp.base);
+    char *id = (char *)(n ? ctl_db_result_value(res, 0, 0) : "");
+    ctl_audit(r->srv, r->cc->name, st->unassign ? "artifact_unassign" : "artifact_assign",
+              st->sha_hex, "ok", st->name);
+    if (st->unassign) {
+        Aegis__V1__UnassignArtifactResponse resp = AEGIS__V1__UNASSIGN_ARTIFACT_RESPONSE__INIT;
+        resp.unassigned = (uint32_t)n;
+        resp.command_id = id;
+        ctl_rpc_reply(r, &resp.base);
+    } else {
+        Aegis__V1__AssignArtifactResponse resp = AEGIS__V1__ASSIGN_ARTIFACT_RESPONSE__INIT;
+        resp.assigned = (uint32_t)n;
+        resp.command_id = id;
+        ctl_rpc_reply(r, &resp.base);
+    }
 }
 
+/* The (un)load command exists: record which agents it went to. */
 static void assign_cmd_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res,
                             const char *id, unsigned n)
 {
@@ -167,8 +149,15 @@ static void assign_cmd_done(struct ctl_rpc *r, int rv, const struct ctl_db_resul
         ctl_rpc_fail(r, AEGIS_GRPC_FAILED_PRECONDITION, "no enrolled agent matches the target");
         return;
     }
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
+    if (ctl_rpc_rows(r, rv, res, NULL) < 0)
+        return;
+    if (st->unassign) {
+        const char *v[2] = {st->sha_hex, id};
+        ctl_rpc_db(r,
+                   "DELETE FROM artifact_assignments a USING deliveries d"
+                   " WHERE a.artifact = decode($1, 'hex') AND d.command_id = $2::uuid"
+                   " AND a.agent_id = d.agent_id RETURNING $2",
+                   2, v, NULL, NULL, assign_recorded);
         return;
     }
     const char *v[3] = {st->sha_hex, r->cc->name, id};
@@ -182,39 +171,27 @@ static void assign_cmd_done(struct ctl_rpc *r, int rv, const struct ctl_db_resul
                3, v, NULL, NULL, assign_recorded);
 }
 
-static void unassign_cmd_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res,
-                              const char *id, unsigned n);
-
+/* The artifact exists: send the agents a LoadArtifact (or UnloadArtifact). */
 static void assign_found(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
     struct assign_state *st = r->state;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
+    if (ctl_rpc_rows(r, rv, res,
+                     "no complete artifact with that sha256 (aegisctl artifacts list)") < 0)
         return;
-    }
-    if (ctl_db_result_ntuples(res) != 1) {
-        ctl_rpc_fail(r, AEGIS_GRPC_NOT_FOUND,
-                     "no complete artifact with that sha256 (aegisctl artifacts list)");
-        return;
-    }
     snprintf(st->name, sizeof(st->name), "%s", ctl_db_result_value(res, 0, 0));
-    st->kind = ctl_artifact_kind_from_name(ctl_db_result_value(res, 0, 1));
-    const char *path = r->h->path;
-    int unassign = strstr(path, "Unassign") != NULL;
+    st->kind = ctl_kind_from_name(ctl_db_result_value(res, 0, 1));
     Aegis__V1__AgentTarget *t;
     Aegis__V1__Command c = AEGIS__V1__COMMAND__INIT;
     Aegis__V1__LoadArtifact la = AEGIS__V1__LOAD_ARTIFACT__INIT;
     Aegis__V1__UnloadArtifact ua = AEGIS__V1__UNLOAD_ARTIFACT__INIT;
     uint8_t sha[32];
-    ctl_unhex(st->sha_hex, sha, 32);
-    const char *kind;
-    if (unassign) {
+    aegis_hex_decode(st->sha_hex, strlen(st->sha_hex), sha, sizeof(sha));
+    if (st->unassign) {
         t = ((Aegis__V1__UnassignArtifactRequest *)r->req)->target;
         ua.sha256.data = sha;
         ua.sha256.len = 32;
         c.payload_case = AEGIS__V1__COMMAND__PAYLOAD_UNLOAD_ARTIFACT;
         c.unload_artifact = &ua;
-        kind = "unload_artifact";
     } else {
         Aegis__V1__AssignArtifactRequest *req = (Aegis__V1__AssignArtifactRequest *)r->req;
         t = req->target;
@@ -225,7 +202,6 @@ static void assign_found(struct ctl_rpc *r, int rv, const struct ctl_db_result *
         la.fetch_only = req->fetch_only;
         c.payload_case = AEGIS__V1__COMMAND__PAYLOAD_LOAD_ARTIFACT;
         c.load_artifact = &la;
-        kind = req->fetch_only ? "fetch_artifact" : "load_artifact";
     }
     if (!t) {
         ctl_rpc_fail(r, AEGIS_GRPC_INVALID_ARGUMENT, "target is missing");
@@ -236,62 +212,25 @@ static void assign_found(struct ctl_rpc *r, int rv, const struct ctl_db_result *
         .agent_ids = (const char *const *)t->agent_ids,
         .n_agent_ids = t->n_agent_ids,
         .selector = t->selector,
-        .kind = kind,
+        .kind = ctl_cmd_kind(&c),
         .created_by = r->cc->name,
     };
-    rv = ctl_cmd_create(r, &spec, unassign ? unassign_cmd_done : assign_cmd_done);
+    rv = ctl_cmd_create(r, &spec, assign_cmd_done);
     if (rv != 0)
         ctl_cmd_spec_fail(r, rv);
 }
 
-static void unassign_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
-{
-    struct assign_state *st = r->state;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
-        return;
-    }
-    Aegis__V1__UnassignArtifactResponse resp = AEGIS__V1__UNASSIGN_ARTIFACT_RESPONSE__INIT;
-    resp.unassigned = (uint32_t)ctl_db_result_ntuples(res);
-    resp.command_id = (char *)(ctl_db_result_ntuples(res) ? ctl_db_result_value(res, 0, 0) : "");
-    ctl_audit(r->srv, r->cc->name, "artifact_unassign", st->sha_hex, "ok", st->name);
-    ctl_rpc_reply(r, &resp.base);
-}
-
-static void unassign_cmd_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res,
-                              const char *id, unsigned n)
-{
-    struct assign_state *st = r->state;
-    (void)n;
-    if (rv == AEGIS_ERR_NOT_FOUND) {
-        ctl_rpc_fail(r, AEGIS_GRPC_FAILED_PRECONDITION, "no enrolled agent matches the target");
-        return;
-    }
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
-        return;
-    }
-    const char *v[2] = {st->sha_hex, id};
-    ctl_rpc_db(r,
-               "DELETE FROM artifact_assignments a USING deliveries d"
-               " WHERE a.artifact = decode($1, 'hex') AND d.command_id = $2::uuid"
-               " AND a.agent_id = d.agent_id RETURNING $2",
-               2, v, NULL, NULL, unassign_done);
-}
-
-static void assign_common(struct ctl_rpc *r, const ProtobufCBinaryData *sha)
+static void assign_common(struct ctl_rpc *r, int unassign, const ProtobufCBinaryData *sha)
 {
     if (sha->len != 32) {
         ctl_rpc_fail(r, AEGIS_GRPC_INVALID_ARGUMENT, "sha256 must be 32 bytes");
         return;
     }
-    struct assign_state *st = aegis_calloc(r->srv->mem, 1, sizeof(*st));
-    if (!st) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
+    struct assign_state *st = ctl_rpc_state_new(r, sizeof(*st));
+    if (!st)
         return;
-    }
-    r->state = st;
-    ctl_hex(sha->data, 32, st->sha_hex);
+    st->unassign = unassign;
+    aegis_hex_encode(sha->data, 32, st->sha_hex, sizeof(st->sha_hex));
     const char *v[1] = {st->sha_hex};
     ctl_rpc_db(r, "SELECT name, kind FROM artifacts WHERE sha256 = decode($1, 'hex') AND complete",
                1, v, NULL, NULL, assign_found);
@@ -299,12 +238,12 @@ static void assign_common(struct ctl_rpc *r, const ProtobufCBinaryData *sha)
 
 void ctl_assign_artifact(struct ctl_rpc *r)
 {
-    assign_common(r, &((Aegis__V1__AssignArtifactRequest *)r->req)->sha256);
+    assign_common(r, 0, &((Aegis__V1__AssignArtifactRequest *)r->req)->sha256);
 }
 
 void ctl_unassign_artifact(struct ctl_rpc *r)
 {
-    assign_common(r, &((Aegis__V1__UnassignArtifactRequest *)r->req)->sha256);
+    assign_common(r, 1, &((Aegis__V1__UnassignArtifactRequest *)r->req)->sha256);
 }
 
 static const char *art_state_text(int s)
@@ -331,55 +270,46 @@ static int art_state_from(const char *s)
     return 0;
 }
 
+/* GetArtifactStatus rows: the artifact in columns 0..9, one host from column 10. */
+static ProtobufCMessage *host_fill(struct ctl_server *srv, const struct ctl_db_result *res, int i,
+                                   void *row)
+{
+    Aegis__V1__ArtifactHostStatus *h = row;
+    (void)srv;
+    aegis__v1__artifact_host_status__init(h);
+    h->agent_id = (char *)ctl_db_result_value(res, i, 10);
+    h->host_id = (char *)ctl_db_result_value(res, i, 11);
+    h->state = (Aegis__V1__ArtifactState)art_state_from(ctl_db_result_value(res, i, 12));
+    h->detail = (char *)ctl_db_result_value(res, i, 13);
+    h->updated_unix_ns = ctl_i64(ctl_db_result_value(res, i, 14));
+    h->bytes_fetched = (uint64_t)ctl_i64(ctl_db_result_value(res, i, 15));
+    return &h->base;
+}
+
+static const struct ctl_page_spec host_page = {
+    .items = "hosts",
+    .row_size = sizeof(Aegis__V1__ArtifactHostStatus),
+    .fill = host_fill,
+    .paging = CTL_PAGE_BY_KEY,
+    .key_col = 10, /* agent id */
+};
+
 static void status_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
     struct ctl_server *srv = r->srv;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
+    int n = ctl_rpc_rows(r, rv, res, "no complete artifact with that sha256");
+    if (n < 0)
         return;
-    }
-    int n = ctl_db_result_ntuples(res);
-    if (n == 0) {
-        ctl_rpc_fail(r, AEGIS_GRPC_NOT_FOUND, "no complete artifact with that sha256");
-        return;
-    }
     Aegis__V1__GetArtifactStatusRequest *req = (Aegis__V1__GetArtifactStatusRequest *)r->req;
-    unsigned limit = ctl_page_limit(req->page);
-    int has = !ctl_db_result_isnull(res, 0, 10);
-    int nh = has ? n : 0;
-    int shown = nh > (int)limit ? (int)limit : nh;
     struct art_row a;
     memset(&a, 0, sizeof(a));
     art_fill(srv, res, 0, &a);
-    Aegis__V1__ArtifactHostStatus *h = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*h));
-    Aegis__V1__ArtifactHostStatus **p = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*p));
-    if (!h || !p) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
-        goto out;
-    }
-    for (int i = 0; i < shown; i++) {
-        aegis__v1__artifact_host_status__init(&h[i]);
-        h[i].agent_id = (char *)ctl_db_result_value(res, i, 10);
-        h[i].host_id = (char *)ctl_db_result_value(res, i, 11);
-        h[i].state = (Aegis__V1__ArtifactState)art_state_from(ctl_db_result_value(res, i, 12));
-        h[i].detail = (char *)ctl_db_result_value(res, i, 13);
-        h[i].updated_unix_ns = ctl_i64(ctl_db_result_value(res, i, 14));
-        h[i].bytes_fetched = (uint64_t)ctl_i64(ctl_db_result_value(res, i, 15));
-        p[i] = &h[i];
-    }
     Aegis__V1__GetArtifactStatusResponse resp = AEGIS__V1__GET_ARTIFACT_STATUS_RESPONSE__INIT;
-    Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
-    if (nh > shown)
-        page.next_page_token = h[shown - 1].agent_id;
     resp.artifact = &a.info;
-    resp.n_hosts = (size_t)shown;
-    resp.hosts = p;
-    resp.page = &page;
-    ctl_rpc_reply(r, &resp.base);
-out:
+    /* Without assignments the one row has NULL host columns. */
+    int nh = ctl_db_result_isnull(res, 0, 10) ? 0 : n;
+    ctl_page_reply(r, res, nh, req->page, &host_page, &resp.base);
     art_free(srv, &a);
-    aegis_free(srv->mem, h);
-    aegis_free(srv->mem, p);
 }
 
 void ctl_artifact_status(struct ctl_rpc *r)
@@ -395,8 +325,8 @@ void ctl_artifact_status(struct ctl_rpc *r)
         return;
     }
     char sha[65], lim[16];
-    ctl_hex(req->sha256.data, 32, sha);
-    snprintf(lim, sizeof(lim), "%u", ctl_page_limit(req->page) + 1);
+    aegis_hex_encode(req->sha256.data, 32, sha, sizeof(sha));
+    ctl_page_params(req->page, lim, NULL);
     const char *v[4] = {sha, art_state_text(req->state), token, lim};
     ctl_rpc_db(
         r,
@@ -451,8 +381,9 @@ struct policy_state {
     int rollback;
 };
 
-static void policy_row_free(struct ctl_server *srv, struct policy_row *pr)
+static void policy_row_free(struct ctl_server *srv, void *row)
 {
+    struct policy_row *pr = row;
     if (pr->snap)
         aegis_proto_free(&pr->snap->base, srv->mem);
     aegis_free(srv->mem, pr->bytes);
@@ -570,7 +501,7 @@ static void policy_send(struct ctl_rpc *r, const Aegis__V1__AgentTarget *target)
         .agent_ids = (const char *const *)t->agent_ids,
         .n_agent_ids = t->n_agent_ids,
         .selector = t->selector,
-        .kind = "apply_policy",
+        .kind = ctl_cmd_kind(&c),
         .created_by = r->cc->name,
     };
     int rv = ctl_cmd_create(r, &spec, push_cmd_done);
@@ -636,15 +567,14 @@ void ctl_push_policy(struct ctl_rpc *r)
                      "1000; selector name=value[,...])");
         return;
     }
-    struct policy_state *st = aegis_calloc(srv->mem, 1, sizeof(*st));
+    struct policy_state *st = ctl_rpc_state_new(r, sizeof(*st));
+    if (!st)
+        return;
     char *ids = aegis_malloc(srv->mem, nids * 38 + 3);
-    if (!st || !ids) {
-        aegis_free(srv->mem, st);
-        aegis_free(srv->mem, ids);
+    if (!ids) {
         ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
         return;
     }
-    r->state = st;
     size_t o = 0;
     ids[o++] = '{';
     for (size_t i = 0; i < nids; i++) {
@@ -680,12 +610,16 @@ void ctl_push_policy(struct ctl_rpc *r)
         ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
         return;
     }
-    ctl_hex(b, bl, st->snap_hex);
+    aegis_hex_encode(b, bl, st->snap_hex, bl * 2 + 1);
     aegis_free(srv->mem, b);
     uint8_t h[32];
     char hh[65];
-    ctl_sha256(st->snap_hex, strlen(st->snap_hex), h);
-    ctl_hex(h, 32, hh);
+    if (aegis_sha256_hash(st->snap_hex, strlen(st->snap_hex), h) != 0) {
+        aegis_free(srv->mem, ids);
+        ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "cannot hash the snapshot");
+        return;
+    }
+    aegis_hex_encode(h, 32, hh, sizeof(hh));
     const char *v[8] = {svc,         ver,          st->snap_hex,         hh,
                         r->cc->name, req->comment, t ? t->selector : "", ids};
     /* The version: as given, or the next of the service (the unique index serializes two
@@ -703,43 +637,26 @@ void ctl_push_policy(struct ctl_rpc *r)
     aegis_free(srv->mem, ids);
 }
 
+static ProtobufCMessage *policy_item(struct ctl_server *srv, const struct ctl_db_result *res, int i,
+                                     void *row)
+{
+    struct policy_row *pr = row;
+    return policy_fill(srv, res, i, pr) == 0 ? &pr->p.base : NULL;
+}
+
+static const struct ctl_page_spec policy_page = {
+    .items = "policies",
+    .row_size = sizeof(struct policy_row),
+    .fill = policy_item,
+    .free_row = policy_row_free,
+    .fill_error = "cannot read a stored policy",
+};
+
 static void list_policies_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
-    struct ctl_server *srv = r->srv;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
-        return;
-    }
     Aegis__V1__ListPoliciesRequest *req = (Aegis__V1__ListPoliciesRequest *)r->req;
-    unsigned limit = ctl_page_limit(req->page);
-    int n = ctl_db_result_ntuples(res);
-    int shown = n > (int)limit ? (int)limit : n;
-    struct policy_row *pr = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*pr));
-    Aegis__V1__Policy **p = aegis_calloc(srv->mem, (size_t)shown + 1, sizeof(*p));
-    if (!pr || !p) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
-        goto out;
-    }
-    for (int i = 0; i < shown; i++) {
-        if (policy_fill(srv, res, i, &pr[i]) != 0) {
-            ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "cannot read a stored policy");
-            goto out;
-        }
-        p[i] = &pr[i].p;
-    }
     Aegis__V1__ListPoliciesResponse resp = AEGIS__V1__LIST_POLICIES_RESPONSE__INIT;
-    Aegis__V1__PageResponse page = AEGIS__V1__PAGE_RESPONSE__INIT;
-    char next[32];
-    ctl_page_next_offset(req->page, n, shown, next, &page);
-    resp.n_policies = (size_t)shown;
-    resp.policies = p;
-    resp.page = &page;
-    ctl_rpc_reply(r, &resp.base);
-out:
-    for (int i = 0; pr && i < shown; i++)
-        policy_row_free(srv, &pr[i]);
-    aegis_free(srv->mem, pr);
-    aegis_free(srv->mem, p);
+    ctl_page_rows(r, rv, res, req->page, &policy_page, &resp.base);
 }
 
 void ctl_list_policies(struct ctl_rpc *r)
@@ -761,8 +678,7 @@ void ctl_list_policies(struct ctl_rpc *r)
         break;
     }
     snprintf(svc, sizeof(svc), "%llu", (unsigned long long)req->service_id);
-    snprintf(lim, sizeof(lim), "%u", ctl_page_limit(req->page) + 1);
-    snprintf(off, sizeof(off), "%lld", (long long)ctl_i64(ctl_page_token(req->page)));
+    ctl_page_params(req->page, lim, off);
     const char *v[4] = {svc, state, lim, off};
     ctl_rpc_db(r,
                "SELECT " POLICY_COLS " FROM policies p WHERE ($1::bigint = 0 OR"
@@ -775,16 +691,10 @@ void ctl_list_policies(struct ctl_rpc *r)
 static void promote_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
     struct policy_state *st = r->state;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
-        return;
-    }
-    if (ctl_db_result_ntuples(res) != 1) {
-        ctl_rpc_fail(r, AEGIS_GRPC_NOT_FOUND,
+    if (ctl_rpc_rows(r, rv, res,
                      st->rollback ? "no earlier promoted version of that service to roll back to"
-                                  : "no such policy version (aegisctl policies list)");
+                                  : "no such policy version (aegisctl policies list)") < 0)
         return;
-    }
     if (policy_fill(r->srv, res, 0, &st->row) != 0) {
         ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "cannot read the stored policy");
         return;
@@ -792,42 +702,35 @@ static void promote_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *
     policy_send(r, NULL);
 }
 
+/* Promote and roll back are one SQL function call each, so one transaction: the old version
+ * steps down before the new one becomes active (the one-active index is checked per row). */
+static void policy_switch(struct ctl_rpc *r, int rollback, uint64_t service_id, uint64_t version)
+{
+    struct policy_state *st = ctl_rpc_state_new(r, sizeof(*st));
+    if (!st)
+        return;
+    st->rollback = rollback;
+    st->service_id = service_id;
+    st->version = version;
+    char svc[24], ver[24];
+    snprintf(svc, sizeof(svc), "%llu", (unsigned long long)service_id);
+    snprintf(ver, sizeof(ver), "%llu", (unsigned long long)version);
+    const char *v[2] = {svc, ver};
+    ctl_rpc_db(r,
+               rollback
+                   ? "SELECT " POLICY_COLS " FROM aegis_policy_rollback($1::bigint, $2::bigint) p"
+                   : "SELECT " POLICY_COLS " FROM aegis_policy_promote($1::bigint, $2::bigint) p",
+               2, v, NULL, NULL, promote_done);
+}
+
 void ctl_promote_policy(struct ctl_rpc *r)
 {
     Aegis__V1__PromotePolicyRequest *req = (Aegis__V1__PromotePolicyRequest *)r->req;
-    struct policy_state *st = aegis_calloc(r->srv->mem, 1, sizeof(*st));
-    if (!st) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
-        return;
-    }
-    r->state = st;
-    st->service_id = req->service_id;
-    st->version = req->version;
-    char svc[24], ver[24];
-    snprintf(svc, sizeof(svc), "%llu", (unsigned long long)req->service_id);
-    snprintf(ver, sizeof(ver), "%llu", (unsigned long long)req->version);
-    const char *v[2] = {svc, ver};
-    /* One function call = one transaction: the old version steps down before the new one
-     * becomes active (the one-active index is checked per row). */
-    ctl_rpc_db(r, "SELECT " POLICY_COLS " FROM aegis_policy_promote($1::bigint, $2::bigint) p", 2,
-               v, NULL, NULL, promote_done);
+    policy_switch(r, 0, req->service_id, req->version);
 }
 
 void ctl_rollback_policy(struct ctl_rpc *r)
 {
     Aegis__V1__RollbackPolicyRequest *req = (Aegis__V1__RollbackPolicyRequest *)r->req;
-    struct policy_state *st = aegis_calloc(r->srv->mem, 1, sizeof(*st));
-    if (!st) {
-        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
-        return;
-    }
-    r->state = st;
-    st->rollback = 1;
-    st->service_id = req->service_id;
-    char svc[24], ver[24];
-    snprintf(svc, sizeof(svc), "%llu", (unsigned long long)req->service_id);
-    snprintf(ver, sizeof(ver), "%llu", (unsigned long long)req->to_version);
-    const char *v[2] = {svc, ver};
-    ctl_rpc_db(r, "SELECT " POLICY_COLS " FROM aegis_policy_rollback($1::bigint, $2::bigint) p", 2,
-               v, NULL, NULL, promote_done);
+    policy_switch(r, 1, req->service_id, req->to_version);
 }

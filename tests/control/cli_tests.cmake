@@ -2,6 +2,9 @@
 # every command in-process against a scripted fake RPC layer (ctl_cli_fake.c);
 # test_ctl_cli_rpc drives the real client transport against an in-process
 # aegis_transport server on loopback.
+if(TARGET ctl_kind)
+  aegis_unit_test(test_ctl_kind SOURCES test_ctl_kind.c LIBS ctl_kind aegis_proto)
+endif()
 if(TARGET ctl_cli)
   set(CTL_CLI_TEST_LIBS ctl_cli aegis_pki aegis_proto aegis_transport PkgConfig::JSONC PkgConfig::ZSTD)
   foreach(t args config out crypto agents tokens commands artifacts policies telemetry audit)
@@ -30,4 +33,17 @@ if(TARGET aegisctl AND TARGET aegis-control AND TARGET aegis-certs)
             ${CMAKE_CURRENT_SOURCE_DIR}/ctl_cli_policy.json
             $<$<TARGET_EXISTS:aegis-agent>:$<TARGET_FILE:aegis-agent>>
     TIMEOUT 240)
+endif()
+
+# The paging of every OperatorService list (ctl_page_reply in ctl_svc_oper*.c) against the real
+# daemon on a throwaway PostgreSQL (labels integration;db).
+if(TARGET aegis-control AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_ctl_svc_oper.c)
+  aegis_pg_test(test_ctl_svc_oper
+    SOURCES test_ctl_svc_oper.c ctl_svc_harness.c ctl_test_util.c
+    LIBS ctl_services ctl_core aegis_transport aegis_pki aegis_proto aegis_dep_libev
+         aegis_dep_wolfssl Threads::Threads
+    TIMEOUT 100)
+  target_compile_definitions(test_ctl_svc_oper PRIVATE
+    CTL_TEST_DAEMON="$<TARGET_FILE:aegis-control>")
+  add_dependencies(test_ctl_svc_oper aegis-control)
 endif()

@@ -6,7 +6,9 @@
 
 #include <json-c/json.h>
 
+#include <ftw.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -232,4 +234,24 @@ char *fake_expect_table(size_t ncols, const char *const *cells, size_t nrows)
 struct json_object *fake_json(const struct fake *f)
 {
     return json_tokener_parse(f->out ? f->out : "");
+}
+
+int fake_tmpdir(char dir[64], const char *tag)
+{
+    int n = snprintf(dir, 64, "/tmp/ctlcli-%s-XXXXXX", tag);
+    return n > 0 && n < 64 && mkdtemp(dir) ? 0 : -1;
+}
+
+static int remove_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int fake_rmtree(const char *dir)
+{
+    /* Depth first (children before their directory), never following links. */
+    return nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
 }

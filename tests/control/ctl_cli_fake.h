@@ -50,6 +50,11 @@ struct fake {
 /* The fixed clock of fake runs: 2026-11-23T07:00:00Z in Unix ns. */
 #define FAKE_NOW_NS (1795417200ull * 1000000000ull)
 
+/* fake_tmpdir makes a new directory /tmp/ctlcli-<tag>-XXXXXX, its name in dir
+ * (64 bytes); fake_rmtree removes dir and everything below it. 0 or -1. */
+int fake_tmpdir(char dir[64], const char *tag);
+int fake_rmtree(const char *dir);
+
 void fake_init(struct fake *f);
 void fake_free(struct fake *f);
 /* Queues the reply to the next call: status code/message and, for OK, a

@@ -49,8 +49,7 @@ static char *write_conf(const char *name, const char *text)
 static int setup(void **state)
 {
     (void)state;
-    strcpy(dir, "/tmp/ctlcli-config-XXXXXX");
-    if (!mkdtemp(dir))
+    if (fake_tmpdir(dir, "config") != 0)
         return -1;
     nenv = 0;
     return 0;
@@ -59,9 +58,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return fake_rmtree(dir);
 }
 
 static void test_precedence(void **state)

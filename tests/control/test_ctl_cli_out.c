@@ -211,6 +211,9 @@ static void test_enums_and_formats(void **state)
     assert_string_equal(ctl_fmt_bytes(3ull << 30, b, sizeof(b)), "3.0 GiB");
     const uint8_t h[] = {0x00, 0xab, 0x10};
     assert_string_equal(ctl_fmt_hex(h, 3, b, sizeof(b)), "00ab10");
+    /* A short buffer keeps whole bytes only. */
+    assert_string_equal(ctl_fmt_hex(h, 3, b, 6), "00ab");
+    assert_string_equal(ctl_fmt_hex(h, 3, b, 2), "");
 }
 
 static void test_progress_plain(void **state)

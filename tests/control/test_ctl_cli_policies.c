@@ -48,16 +48,13 @@ static char *write_file(const char *name, const char *text)
 static int setup(void **state)
 {
     (void)state;
-    strcpy(dir, "/tmp/ctlcli-pol-XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return fake_tmpdir(dir, "pol");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return fake_rmtree(dir);
 }
 
 static void test_push(void **state)

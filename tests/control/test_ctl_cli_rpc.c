@@ -266,8 +266,7 @@ static void *server_main(void *arg)
 static int start_server(void **state)
 {
     (void)state;
-    strcpy(dir, "/tmp/ctlcli-rpc-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    assert_int_equal(fake_tmpdir(dir, "rpc"), 0);
     static const char *const ips[] = {"127.0.0.1"};
     struct aegis_cert_spec s = {.role = AEGIS_ROLE_CA, .common_name = "CLI Test CA"};
     make_cred(&ca, &s, NULL);
@@ -334,9 +333,7 @@ static int stop_server(void **state)
         aegis_free(NULL, cs[i]->cert);
         aegis_free(NULL, cs[i]->key);
     }
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return fake_rmtree(dir);
 }
 
 /* The CLI sees the server through the environment, like an operator's shell. */

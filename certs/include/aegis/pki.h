@@ -167,6 +167,33 @@ int aegis_cert_sans_pem(const struct aegis_mem *mem, const char *pem, size_t len
  * AEGIS_ERR_UNSUPPORTED for a private key that is not Ed25519/P-256. */
 int aegis_pin_from_pem(const char *pem, size_t len, char out[AEGIS_PIN_STRLEN]);
 
+/* ---- Hashing and key ids (pki_hash.c) ---- */
+
+#define AEGIS_SHA256_LEN 32
+/* A key id (FLEET_CONTRACT): 16 lower-case hex characters + NUL. */
+#define AEGIS_KEY_ID_STRLEN 17
+
+/* aegis_sha256_hash writes SHA-256(data[0..len)) to out. Any length (fed to
+ * wolfCrypt in slices). Errors: -EINVAL (NULL), AEGIS_ERR_CRYPTO. */
+int aegis_sha256_hash(const void *data, size_t len, uint8_t out[AEGIS_SHA256_LEN]);
+
+/* An incremental SHA-256 (files, streamed uploads). aegis_sha256_new
+ * allocates it from mem (NULL = default); aegis_sha256_update adds bytes;
+ * aegis_sha256_final writes the digest and starts the context over, so it
+ * can hash again; aegis_sha256_del frees it (NULL is fine). Errors: -EINVAL
+ * (NULL), -ENOMEM (new), AEGIS_ERR_CRYPTO. */
+struct aegis_sha256;
+int aegis_sha256_new(const struct aegis_mem *mem, struct aegis_sha256 **pctx);
+int aegis_sha256_update(struct aegis_sha256 *ctx, const void *data, size_t len);
+int aegis_sha256_final(struct aegis_sha256 *ctx, uint8_t out[AEGIS_SHA256_LEN]);
+void aegis_sha256_del(struct aegis_sha256 *ctx);
+
+/* aegis_key_id_from_spki writes the key id of a public key (command key,
+ * artifact keys): the lower-case hex of the first 8 bytes of
+ * SHA-256(spki_der), NUL-terminated. It hashes the bytes as given and does
+ * not parse them. Errors: -EINVAL (NULL or empty spki_der), AEGIS_ERR_CRYPTO. */
+int aegis_key_id_from_spki(const uint8_t *spki_der, size_t len, char out[AEGIS_KEY_ID_STRLEN]);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,32 @@
+/*
+ * Names of kinds, shared by aegisctl and aegis-control:
+ * - artifact kinds: aegisctl --kind and the artifacts.kind column
+ *   (0003_artifacts_policies.sql); the ArtifactKind values of artifact.proto,
+ *   lower case, without the ARTIFACT_KIND_ prefix;
+ * - command kinds: what a Command carries, as aegisctl shows it and
+ *   commands.kind stores it; the names of command.proto's payload oneof.
+ */
+#ifndef CTL_KIND_H
+#define CTL_KIND_H
+
+#include <aegis/v1/command.pb-c.h>
+
+/* Highest ArtifactKind value with a name (ARTIFACT_KIND_FILE). */
+#define CTL_KIND_MAX 5
+/* The names for help texts and error messages, in enum order. */
+#define CTL_KIND_LIST "policy_bundle, network_block, bpf_object, agent_binary or file"
+
+/* ctl_kind_name returns the name of ArtifactKind `kind` ("policy_bundle"),
+ * or "" for 0 (unspecified) and unknown values. */
+const char *ctl_kind_name(int kind);
+
+/* ctl_kind_from_name maps a name back (case-insensitive); 0 if it names no
+ * kind. */
+int ctl_kind_from_name(const char *name);
+
+/* ctl_command_kind returns the name of c's payload ("apply_policy",
+ * "load_artifact", ...: its field name in the payload oneof), or NULL when c
+ * carries none. The string is static. */
+const char *ctl_command_kind(const Aegis__V1__Command *c);
+
+#endif
