@@ -8,6 +8,12 @@
  *   aegis-bench connect  --target ... --certs DIR --n N --parallel P --hold S
  *                        [--server-pid PID]
  *   aegis-bench fanout   --target ... --certs DIR --n N --rounds R
+ *   aegis-bench idle     --target ... --certs DIR --n N --parallel P --seconds T
+ *                        [--server-pid PID]   (N connections holding one
+ *                        Subscribe each, then T seconds of keep-alives only)
+ *   aegis-bench mem      --certs DIR --n N   (in-process, loopback UDP: bytes the
+ *                        server endpoint's allocator holds per idle connection)
+ *   serve/clients: [--keepalive-ms MS] (0 = transport default, -1 = off)
  *
  * Every run ends with one line "RESULT mode=... key=value ...". Numbers are
  * printed, never asserted. --certs DIR is made by aegis-certs (ca.pem,
@@ -38,6 +44,7 @@
 struct opts {
     const char *mode, *listen, *target, *certs;
     long conns, concurrency, seconds, size, chunk, n, parallel, hold, rounds, server_pid;
+    long keepalive_ms;
 };
 
 static struct opts O = {.conns = 1,
@@ -50,6 +57,15 @@ static struct opts O = {.conns = 1,
                         .hold = 1,
                         .rounds = 10};
 static struct ev_loop *loop;
+
+/* --keepalive-ms into an endpoint config: 0 keeps the transport default. */
+static void apply_keepalive(struct aegis_endpoint_config *cfg)
+{
+    if (O.keepalive_ms < 0)
+        cfg->keepalive_ns = UINT64_MAX;
+    else if (O.keepalive_ms > 0)
+        cfg->keepalive_ns = (uint64_t)O.keepalive_ms * AEGIS_NS_PER_MS;
+}
 static volatile sig_atomic_t stop;
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -465,6 +481,7 @@ static int run_serve(void)
      * configured maximum. */
     cfg.retry_threshold = SIZE_MAX;
     cfg.max_handshakes = 100000;
+    apply_keepalive(&cfg);
     struct aegis_ev *ev;
     int rv = aegis_ev_new(loop, &cfg, O.listen, &ev);
     if (rv)
@@ -530,6 +547,7 @@ static void client_init(size_t maxconns)
     load_creds(&cfg.tls, 0, bufs);
     cfg.callbacks.on_established = c_established;
     cfg.callbacks.on_closed = c_closed;
+    apply_keepalive(&cfg);
     int rv = aegis_ev_new(loop, &cfg, "127.0.0.1:0", &C.ev);
     if (rv)
         die("cannot create client endpoint: %s", aegis_strerror(rv));
@@ -702,7 +720,7 @@ static int run_xfer(int download)
     struct aegis_call_callbacks cb = {.on_message = xfer_msg, .on_close = xfer_close};
     struct aegis_call *call;
     struct upl u = {0};
-    uint64_t t0 = now_ns();
+    uint64_t c0 = cpu_us_self(), s0 = cpu_us_pid(O.server_pid), t0 = now_ns();
     if (download) {
         if (aegis_call_start(conn, SVC "Download", AEGIS_RPC_SERVER_STREAMING, NULL, &cb, NULL,
                              &call))
@@ -733,11 +751,17 @@ static int run_xfer(int download)
     while (!xfer_done && now_ns() < end && !stop)
         ev_run(loop, EVRUN_ONCE);
     double secs = (double)(now_ns() - t0) / 1e9;
+    uint64_t c1 = cpu_us_self(), s1 = cpu_us_pid(O.server_pid);
     if (!download)
         xfer_bytes = (uint64_t)O.size;
-    printf("RESULT mode=%s size=%ld chunk=%ld status=%d seconds=%.3f mbps=%.1f gbytes_per_s=%.3f\n",
+    /* CPU per byte is steadier than the rate on a shared machine */
+    double gb = (double)xfer_bytes / 1e9;
+    printf("RESULT mode=%s size=%ld chunk=%ld status=%d seconds=%.3f mbps=%.1f gbytes_per_s=%.3f "
+           "client_cpu_s_per_gb=%.2f server_cpu_s_per_gb=%.2f\n",
            download ? "download" : "upload", O.size, O.chunk, xfer_status, secs,
-           (double)xfer_bytes * 8 / 1e6 / secs, (double)xfer_bytes / 1e9 / secs);
+           (double)xfer_bytes * 8 / 1e6 / secs, gb / secs,
+           gb > 0 ? (double)(c1 - c0) / 1e6 / gb : 0.0,
+           gb > 0 && O.server_pid > 0 ? (double)(s1 - s0) / 1e6 / gb : -1.0);
     free(u.buf);
     aegis_ev_del(C.ev);
     return xfer_status == 0 && xfer_done ? 0 : 1;
@@ -874,13 +898,211 @@ static int run_fanout(void)
     return 0;
 }
 
+/* idle: N connections holding one Subscribe each, then keep-alives only */
+static int run_idle(void)
+{
+    size_t n = (size_t)O.n;
+    client_init(n);
+    uint64_t srss0 = rss_pid(O.server_pid);
+    open_many(n, (size_t)O.parallel);
+    /* let the handshake flights and Subscribe streams settle */
+    uint64_t settle = now_ns() + 2 * AEGIS_NS_PER_S;
+    while (now_ns() < settle && !stop)
+        ev_run(loop, EVRUN_ONCE);
+    const struct aegis_transport_stats *st = aegis_endpoint_stats(aegis_ev_endpoint(C.ev));
+    uint64_t ps0 = st->pkts_sent, pr0 = st->pkts_recv;
+    size_t closed0 = C.closed;
+    uint64_t sc0 = cpu_us_pid(O.server_pid), cc0 = cpu_us_self(), t0 = now_ns();
+    uint64_t end = t0 + (uint64_t)O.seconds * AEGIS_NS_PER_S;
+    while (now_ns() < end && !stop)
+        ev_run(loop, EVRUN_ONCE);
+    double secs = (double)(now_ns() - t0) / 1e9;
+    uint64_t sc1 = cpu_us_pid(O.server_pid), cc1 = cpu_us_self();
+    uint64_t srss1 = rss_pid(O.server_pid);
+    double scpu = O.server_pid > 0 ? (double)(sc1 - sc0) / 1e6 : -1.0;
+    double ccpu = (double)(cc1 - cc0) / 1e6;
+    printf("RESULT mode=idle n=%zu seconds=%.1f keepalive_ms=%ld server_cpu_pct=%.2f "
+           "server_cpu_s_per_min=%.2f client_cpu_pct=%.2f pkts_to_server_per_s=%.0f "
+           "pkts_from_server_per_s=%.0f server_rss_bytes_per_conn=%.0f disconnects=%zu\n",
+           n, secs, O.keepalive_ms, scpu >= 0 ? 100.0 * scpu / secs : -1.0,
+           scpu >= 0 ? 60.0 * scpu / secs : -1.0, 100.0 * ccpu / secs,
+           (double)(st->pkts_sent - ps0) / secs, (double)(st->pkts_recv - pr0) / secs,
+           O.server_pid > 0 ? (double)(srss1 - srss0) / (double)n : -1.0, C.closed - closed0);
+    aegis_ev_del(C.ev);
+    return C.closed == closed0 ? 0 : 1;
+}
+
+/*
+ * mem: a server endpoint in this process with a counting allocator (the
+ * transport hands it to ngtcp2 and nghttp3 too), N client connections over
+ * loopback UDP. Bytes live per connection after one unary RPC each, then
+ * with one Subscribe stream held open on each (an idle agent). wolfSSL's
+ * own global allocator is not counted (the QUIC packet-protection contexts,
+ * ~6 KiB per connection; see tests/transport/test_transport_mem.c).
+ */
+struct cmem_hdr {
+    size_t size;
+    size_t pad;
+};
+static size_t cm_live, cm_nlive;
+
+static void *cm_malloc(size_t size, void *ud)
+{
+    (void)ud;
+    struct cmem_hdr *h = malloc(sizeof(*h) + size);
+    if (!h)
+        return NULL;
+    h->size = size;
+    cm_live += size;
+    cm_nlive++;
+    return h + 1;
+}
+
+static void cm_free(void *ptr, void *ud)
+{
+    (void)ud;
+    if (!ptr)
+        return;
+    struct cmem_hdr *h = (struct cmem_hdr *)ptr - 1;
+    cm_live -= h->size;
+    cm_nlive--;
+    free(h);
+}
+
+static void *cm_calloc(size_t n, size_t size, void *ud)
+{
+    if (size && n > SIZE_MAX / 2 / size)
+        return NULL;
+    void *p = cm_malloc(n * size, ud);
+    if (p)
+        memset(p, 0, n * size);
+    return p;
+}
+
+static void *cm_realloc(void *ptr, size_t size, void *ud)
+{
+    if (!ptr)
+        return cm_malloc(size, ud);
+    struct cmem_hdr *h = (struct cmem_hdr *)ptr - 1;
+    void *p = cm_malloc(size, ud);
+    if (!p)
+        return NULL;
+    memcpy(p, ptr, h->size < size ? h->size : size);
+    cm_free(ptr, ud);
+    return p;
+}
+
+static void run_until(int (*cond)(void), double seconds)
+{
+    uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+    while (!cond() && now_ns() < end && !stop)
+        ev_run(loop, EVRUN_ONCE);
+}
+
+static size_t mem_want;
+static int cond_unary_done(void)
+{
+    return done_rpcs + failed_rpcs >= mem_want;
+}
+static int cond_subs(void)
+{
+    return nsubs >= mem_want;
+}
+static int cond_never(void)
+{
+    return 0;
+}
+
+static int run_mem(void)
+{
+    size_t n = (size_t)O.n;
+    if (n > MAX_SUBS)
+        die("--n at most %d", MAX_SUBS);
+    subs = calloc(MAX_SUBS, sizeof(*subs));
+    if (!subs)
+        die("out of memory");
+    static const struct aegis_mem cm = {NULL, cm_malloc, cm_free, cm_calloc, cm_realloc};
+    struct aegis_rpc_handler h[] = {
+        {SVC "Echo", AEGIS_RPC_UNARY, on_echo, NULL},
+        {SVC "Subscribe", AEGIS_RPC_SERVER_STREAMING, on_subscribe, NULL},
+    };
+    struct aegis_endpoint_config cfg = {.is_server = 1, .handlers = h, .nhandlers = 2, .mem = &cm};
+    char *bufs[3];
+    load_creds(&cfg.tls, 1, bufs);
+    cfg.retry_threshold = SIZE_MAX;
+    cfg.max_handshakes = 100000;
+    apply_keepalive(&cfg);
+    struct aegis_ev *sev;
+    int rv = aegis_ev_new(loop, &cfg, "127.0.0.1:0", &sev);
+    if (rv)
+        die("cannot create the server endpoint: %s", aegis_strerror(rv));
+    size_t base = cm_live, base_n = cm_nlive;
+    static char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%u", aegis_ev_port(sev));
+    O.target = target;
+    client_init(n);
+    /* connect, O.parallel handshakes at a time */
+    size_t next = 0;
+    uint64_t end = now_ns() + 120 * AEGIS_NS_PER_S;
+    while (C.established + C.closed < n && now_ns() < end && !stop) {
+        while (next < n && next - (C.established + C.closed) < (size_t)O.parallel)
+            client_connect(next++);
+        ev_run(loop, EVRUN_ONCE);
+    }
+    if (C.established < n)
+        die("only %zu of %zu connections established", C.established, n);
+    /* one unary RPC on each */
+    Aegis__Bench__V1__EchoRequest req = AEGIS__BENCH__V1__ECHO_REQUEST__INIT;
+    uint8_t payload[64] = {0};
+    req.payload.data = payload;
+    req.payload.len = sizeof(payload);
+    uint8_t rb[128];
+    size_t rl = aegis__bench__v1__echo_request__pack(&req, rb);
+    struct unary_slot *slots = calloc(n, sizeof(*slots));
+    if (!slots)
+        die("out of memory");
+    mem_want = n;
+    unary_running = 0;
+    for (size_t i = 0; i < n; i++) {
+        slots[i].conn = C.conns[i];
+        slots[i].req = rb;
+        slots[i].reqlen = rl;
+        unary_issue(&slots[i]);
+    }
+    run_until(cond_unary_done, 60);
+    if (done_rpcs < n)
+        die("only %llu of %zu unary RPCs succeeded", (unsigned long long)done_rpcs, n);
+    /* idle a little: ACKs settle, finished calls are reaped */
+    run_until(cond_never, 1.0);
+    printf("RESULT mode=mem n=%zu stream=0 bytes_per_conn=%.0f allocs_per_conn=%.2f "
+           "wolfssl_counted=0\n",
+           n, (double)(cm_live - base) / (double)n, (double)(cm_nlive - base_n) / (double)n);
+    fflush(stdout);
+    for (size_t i = 0; i < n; i++)
+        subscribe_on(C.conns[i], i);
+    run_until(cond_subs, 60);
+    if (nsubs < n)
+        die("only %zu of %zu Subscribe calls arrived", nsubs, n);
+    run_until(cond_never, 1.0);
+    printf("RESULT mode=mem n=%zu stream=1 bytes_per_conn=%.0f allocs_per_conn=%.2f "
+           "wolfssl_counted=0\n",
+           n, (double)(cm_live - base) / (double)n, (double)(cm_nlive - base_n) / (double)n);
+    aegis_ev_del(C.ev);
+    aegis_ev_del(sev);
+    for (int i = 0; i < 3; i++)
+        free(bufs[i]);
+    free(slots);
+    free(subs);
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: aegis-bench serve|unary|download|upload|connect|fanout [options]\n"
+            "usage: aegis-bench serve|unary|download|upload|connect|fanout|idle|mem [options]\n"
             "  --listen ADDR:PORT --target ADDR:PORT --certs DIR --conns C --concurrency K\n"
             "  --seconds T --size B --chunk S --n N --parallel P --hold S --rounds R\n"
-            "  --server-pid PID\n");
+            "  --server-pid PID --keepalive-ms MS\n");
     exit(2);
 }
 
@@ -889,13 +1111,12 @@ int main(int argc, char **argv)
     if (argc < 2)
         usage();
     O.mode = argv[1];
-    static const struct option lo[] = {{"listen", 1, 0, 'l'},      {"target", 1, 0, 't'},
-                                       {"certs", 1, 0, 'c'},       {"conns", 1, 0, 'C'},
-                                       {"concurrency", 1, 0, 'K'}, {"seconds", 1, 0, 'T'},
-                                       {"size", 1, 0, 'B'},        {"chunk", 1, 0, 'S'},
-                                       {"n", 1, 0, 'N'},           {"parallel", 1, 0, 'P'},
-                                       {"hold", 1, 0, 'H'},        {"rounds", 1, 0, 'R'},
-                                       {"server-pid", 1, 0, 'p'},  {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"listen", 1, 0, 'l'},     {"target", 1, 0, 't'},       {"certs", 1, 0, 'c'},
+        {"conns", 1, 0, 'C'},      {"concurrency", 1, 0, 'K'},  {"seconds", 1, 0, 'T'},
+        {"size", 1, 0, 'B'},       {"chunk", 1, 0, 'S'},        {"n", 1, 0, 'N'},
+        {"parallel", 1, 0, 'P'},   {"hold", 1, 0, 'H'},         {"rounds", 1, 0, 'R'},
+        {"server-pid", 1, 0, 'p'}, {"keepalive-ms", 1, 0, 'k'}, {0, 0, 0, 0}};
     int c;
     optind = 2;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -939,6 +1160,9 @@ int main(int argc, char **argv)
         case 'p':
             O.server_pid = atol(optarg);
             break;
+        case 'k':
+            O.keepalive_ms = atol(optarg);
+            break;
         default:
             usage();
         }
@@ -956,6 +1180,8 @@ int main(int argc, char **argv)
     ev_timer_start(loop, &t);
     if (strcmp(O.mode, "serve") == 0)
         return run_serve();
+    if (strcmp(O.mode, "mem") == 0)
+        return run_mem();
     if (!O.target)
         die("%s needs --target ADDR:PORT", O.mode);
     if (strcmp(O.mode, "unary") == 0)
@@ -968,5 +1194,7 @@ int main(int argc, char **argv)
         return run_connect();
     if (strcmp(O.mode, "fanout") == 0)
         return run_fanout();
+    if (strcmp(O.mode, "idle") == 0)
+        return run_idle();
     usage();
 }

@@ -199,6 +199,112 @@ static void test_idle_vs_keepalive(void **state)
     tfx_free(&f);
 }
 
+/* Only the client sends keep-alives by default: a server does not PING on
+ * its own, so a client without keep-alive is closed by the idle timeout,
+ * and a server configured with a keep-alive holds such a client. */
+static void test_server_keepalive_default_off(void **state)
+{
+    (void)state;
+    struct tfx f;
+    tfx_config(&f, &pki, &pki.client);
+    f.ccfg.keepalive_ns = UINT64_MAX;
+    tfx_start(&f, 21);
+    assert_true(tfx_connect(&f, 5 * AEGIS_NS_PER_S));
+    const struct aegis_transport_stats *ss = aegis_endpoint_stats(f.net.srv);
+    tnet_run(&f.net, 2 * AEGIS_NS_PER_S, NULL, NULL);
+    uint64_t sent0 = ss->pkts_sent;
+    tnet_run(&f.net, 50 * AEGIS_NS_PER_S, NULL, NULL);
+    assert_int_equal(ss->pkts_sent, sent0); /* silence: no PING from the server */
+    tnet_run(&f.net, 20 * AEGIS_NS_PER_S, NULL, NULL);
+    assert_int_equal(f.svc.srv_closed, 1);
+    assert_int_equal(f.svc.srv_why.kind, AEGIS_CLOSE_IDLE);
+    assert_int_equal(f.cli.closed, 1);
+    tfx_free(&f);
+
+    /* the server's own keep-alive, when configured, holds the same client */
+    tfx_config(&f, &pki, &pki.client);
+    f.ccfg.keepalive_ns = UINT64_MAX;
+    f.scfg.keepalive_ns = 20 * AEGIS_NS_PER_S;
+    tfx_start(&f, 22);
+    assert_true(tfx_connect(&f, 5 * AEGIS_NS_PER_S));
+    tnet_run(&f.net, 300 * AEGIS_NS_PER_S, NULL, NULL);
+    assert_int_equal(f.svc.srv_closed, 0);
+    assert_int_equal(f.cli.closed, 0);
+    assert_true(aegis_conn_is_established(f.conn));
+    tfx_free(&f);
+}
+
+struct est_watch {
+    struct tfx *f;
+    int want;
+};
+
+static int cond_est_n(void *arg)
+{
+    struct est_watch *w = arg;
+    return w->f->cli.established >= w->want || w->f->cli.closed > 0;
+}
+
+/* The endpoint's timer heap with many connections: 24 connections opened
+ * 2 s apart, no keep-alive anywhere, so each one's idle timeout fires 60 s
+ * after it went quiet, and the server must close them one by one, in order,
+ * each inside its own window. */
+static void test_idle_timers_in_order(void **state)
+{
+    (void)state;
+    enum { N = 24 };
+    struct tfx f;
+    tfx_config(&f, &pki, &pki.client);
+    f.ccfg.keepalive_ns = UINT64_MAX;
+    tfx_start(&f, 24);
+    aegis_tstamp at[N];
+    for (int i = 0; i < N; i++) {
+        tnet_connect(&f.net);
+        struct est_watch w = {&f, i + 1};
+        assert_true(tnet_run(&f.net, 5 * AEGIS_NS_PER_S, cond_est_n, &w));
+        at[i] = f.net.now;
+        /* 2 s apart, measured from establishment */
+        tnet_run(&f.net, at[i] + 2 * AEGIS_NS_PER_S - f.net.now, NULL, NULL);
+    }
+    assert_int_equal(f.cli.closed, 0);
+    for (int i = 0; i < N; i++) {
+        aegis_tstamp before = at[i] + 59 * AEGIS_NS_PER_S + AEGIS_NS_PER_S / 2;
+        if (before > f.net.now)
+            tnet_run(&f.net, before - f.net.now, NULL, NULL);
+        assert_true(f.svc.srv_closed <= i);
+        tnet_run(&f.net, at[i] + 61 * AEGIS_NS_PER_S - f.net.now, NULL, NULL);
+        assert_int_equal(f.svc.srv_closed, i + 1);
+        assert_int_equal(f.svc.srv_why.kind, AEGIS_CLOSE_IDLE);
+    }
+    assert_int_equal(aegis_endpoint_conn_count(f.net.srv), 0);
+    tfx_free(&f);
+}
+
+/* A keep-alive that cannot fire before the idle timeout is refused. */
+static void test_keepalive_config_checked(void **state)
+{
+    (void)state;
+    struct tfx f;
+    tfx_config(&f, &pki, &pki.client);
+    struct aegis_endpoint *ep = NULL;
+    f.ccfg.keepalive_ns = 60 * AEGIS_NS_PER_S;
+    f.ccfg.idle_timeout_ns = 60 * AEGIS_NS_PER_S;
+    assert_int_equal(aegis_endpoint_new(&f.ccfg, &ep), AEGIS_ERR_CONFIG);
+    assert_null(ep);
+    f.ccfg.keepalive_ns = 0; /* default 15 s */
+    f.ccfg.idle_timeout_ns = 10 * AEGIS_NS_PER_S;
+    assert_int_equal(aegis_endpoint_new(&f.ccfg, &ep), AEGIS_ERR_CONFIG);
+    f.ccfg.keepalive_ns = 3 * AEGIS_NS_PER_S;
+    assert_int_equal(aegis_endpoint_new(&f.ccfg, &ep), 0);
+    aegis_endpoint_del(ep);
+    /* a server's default (no keep-alive) fits any idle timeout */
+    f.scfg.is_server = 1;
+    f.scfg.idle_timeout_ns = 5 * AEGIS_NS_PER_S;
+    ep = NULL;
+    assert_int_equal(aegis_endpoint_new(&f.scfg, &ep), 0);
+    aegis_endpoint_del(ep);
+}
+
 /* GOAWAY: running calls finish, new ones get UNAVAILABLE, then the
  * connection closes cleanly. */
 static void test_graceful_shutdown(void **state)
@@ -438,6 +544,9 @@ int main(void)
         cmocka_unit_test(test_loss_and_reordering),
         cmocka_unit_test(test_client_address_change),
         cmocka_unit_test(test_idle_vs_keepalive),
+        cmocka_unit_test(test_server_keepalive_default_off),
+        cmocka_unit_test(test_keepalive_config_checked),
+        cmocka_unit_test(test_idle_timers_in_order),
         cmocka_unit_test(test_graceful_shutdown),
         cmocka_unit_test(test_stateless_reset),
         cmocka_unit_test(test_restart_with_static_secret),

@@ -244,8 +244,11 @@ static void enqueue(struct tnet *n, int to_server, const struct aegis_path *sent
     memcpy(p->data, d, len);
 }
 
+struct aegis_endpoint *tnet_active;
+
 static void flush(struct tnet *n, struct aegis_endpoint *ep, int to_server)
 {
+    tnet_active = ep;
     uint8_t buf[1500];
     struct aegis_path path;
     size_t seg;
@@ -255,6 +258,7 @@ static void flush(struct tnet *n, struct aegis_endpoint *ep, int to_server)
             return;
         enqueue(n, to_server, &path, buf, (size_t)r);
     }
+    tnet_active = NULL;
 }
 
 int tnet_run(struct tnet *n, aegis_tstamp limit, int (*cond)(void *), void *arg)
@@ -292,10 +296,13 @@ int tnet_run(struct tnet *n, aegis_tstamp limit, int (*cond)(void *), void *arg)
             }
             if (te > n->now)
                 n->now = te;
+            tnet_active = n->srv;
             if (n->srv)
                 aegis_endpoint_handle_expiry(n->srv, n->now);
+            tnet_active = n->cli;
             if (n->cli)
                 aegis_endpoint_handle_expiry(n->cli, n->now);
+            tnet_active = NULL;
             continue;
         }
         if (pi == SIZE_MAX || next > end) {
@@ -308,8 +315,10 @@ int tnet_run(struct tnet *n, aegis_tstamp limit, int (*cond)(void *), void *arg)
         n->q[pi] = n->q[--n->nq];
         n->delivered++;
         struct aegis_endpoint *to = p.to_server ? n->srv : n->cli;
+        tnet_active = to;
         if (to)
             aegis_endpoint_recv(to, &p.path, p.data, p.len, n->now);
+        tnet_active = NULL;
     }
     return cond ? cond(arg) : 0;
 }

@@ -68,6 +68,10 @@ struct aegis_conn *tnet_connect(struct tnet *n);
  * time passed or the step bound is hit. Returns 1 if cond became true. */
 int tnet_run(struct tnet *n, aegis_tstamp limit, int (*cond)(void *), void *arg);
 
+/* The endpoint tnet is calling into right now (NULL between calls), so a
+ * process-wide allocator hook can tell the client's work from the server's. */
+extern struct aegis_endpoint *tnet_active;
+
 /* tnet_set_nat makes the client appear from a new address (port). */
 void tnet_set_nat(struct tnet *n, uint16_t port);
 

@@ -136,53 +136,54 @@ static struct aegis_conn *cid_find(struct aegis_endpoint *ep, const uint8_t *cid
 
 /* ---- timer heap ---- */
 
-static void heap_swap(struct aegis_endpoint *ep, size_t a, size_t b)
+static void heap_set(struct aegis_endpoint *ep, size_t i, struct ep_timer t)
 {
-    struct aegis_conn *t = ep->heap[a];
-    ep->heap[a] = ep->heap[b];
-    ep->heap[b] = t;
-    ep->heap[a]->heap_idx = a;
-    ep->heap[b]->heap_idx = b;
+    ep->heap[i] = t;
+    t.conn->heap_idx = i;
 }
 
 static void heap_up(struct aegis_endpoint *ep, size_t i)
 {
+    struct ep_timer t = ep->heap[i];
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (ep->heap[p]->expiry <= ep->heap[i]->expiry)
+        if (ep->heap[p].expiry <= t.expiry)
             break;
-        heap_swap(ep, p, i);
+        heap_set(ep, i, ep->heap[p]);
         i = p;
     }
+    heap_set(ep, i, t);
 }
 
 static void heap_down(struct aegis_endpoint *ep, size_t i)
 {
+    struct ep_timer t = ep->heap[i];
     for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < ep->nheap && ep->heap[l]->expiry < ep->heap[m]->expiry)
-            m = l;
-        if (r < ep->nheap && ep->heap[r]->expiry < ep->heap[m]->expiry)
+        size_t l = 2 * i + 1, r = l + 1, m = l;
+        if (l >= ep->nheap)
+            break;
+        if (r < ep->nheap && ep->heap[r].expiry < ep->heap[l].expiry)
             m = r;
-        if (m == i)
-            return;
-        heap_swap(ep, i, m);
+        if (ep->heap[m].expiry >= t.expiry)
+            break;
+        heap_set(ep, i, ep->heap[m]);
         i = m;
     }
+    heap_set(ep, i, t);
 }
 
 static int heap_insert(struct aegis_endpoint *ep, struct aegis_conn *c)
 {
     if (ep->nheap == ep->heap_cap) {
         size_t n = ep->heap_cap ? ep->heap_cap * 2 : 16;
-        struct aegis_conn **h = aegis_realloc(ep->mem, ep->heap, n * sizeof(*h));
+        struct ep_timer *h = aegis_realloc(ep->mem, ep->heap, n * sizeof(*h));
         if (!h)
             return -ENOMEM;
         ep->heap = h;
         ep->heap_cap = n;
     }
-    c->heap_idx = ep->nheap;
-    ep->heap[ep->nheap++] = c;
+    ep->heap[ep->nheap] = (struct ep_timer){c->expiry, c};
+    c->heap_idx = ep->nheap++;
     heap_up(ep, c->heap_idx);
     return 0;
 }
@@ -190,28 +191,36 @@ static int heap_insert(struct aegis_endpoint *ep, struct aegis_conn *c)
 static void heap_remove(struct aegis_endpoint *ep, struct aegis_conn *c)
 {
     size_t i = c->heap_idx;
-    if (i >= ep->nheap || ep->heap[i] != c)
+    if (i >= ep->nheap || ep->heap[i].conn != c)
         return;
     ep->nheap--;
     if (i != ep->nheap) {
-        ep->heap[i] = ep->heap[ep->nheap];
-        ep->heap[i]->heap_idx = i;
+        struct ep_timer last = ep->heap[ep->nheap];
+        heap_set(ep, i, last);
         heap_down(ep, i);
-        heap_up(ep, i);
+        heap_up(ep, last.conn->heap_idx);
     }
     c->heap_idx = SIZE_MAX;
 }
 
+/* Moves c to its place after its expiry changed. */
+static void heap_rekey(struct aegis_endpoint *ep, struct aegis_conn *c)
+{
+    size_t i = c->heap_idx;
+    if (i >= ep->nheap || ep->heap[i].conn != c)
+        return;
+    aegis_tstamp old = ep->heap[i].expiry;
+    ep->heap[i].expiry = c->expiry;
+    if (c->expiry > old)
+        heap_down(ep, i);
+    else if (c->expiry < old)
+        heap_up(ep, i);
+}
+
 void ep_timer_update(struct aegis_conn *c)
 {
-    struct aegis_endpoint *ep = c->ep;
-    aegis_tstamp e = qconn_expiry(c);
-    c->expiry = e;
-    size_t i = c->heap_idx;
-    if (i < ep->nheap && ep->heap[i] == c) {
-        heap_down(ep, i);
-        heap_up(ep, c->heap_idx);
-    }
+    c->expiry = qconn_expiry(c);
+    heap_rekey(c->ep, c);
 }
 
 /* Times the send loop goes back to a connection whose callbacks queued more
@@ -272,7 +281,13 @@ int aegis_endpoint_new(const struct aegis_endpoint_config *cfg, struct aegis_end
     ep->mem = mem;
     ep->log = cfg->log;
     ep->is_server = cfg->is_server;
-    ep->keepalive_ns = or_default(cfg->keepalive_ns, AEGIS_TRANSPORT_KEEPALIVE_NS);
+    /* Only the client needs to keep the path alive: its PINGs refresh the
+     * NAT binding and both idle timers, and the server still notices a
+     * silent client by its idle timeout. A server PING every interval would
+     * double the idle traffic and the timer wake-ups of a large fleet. */
+    ep->keepalive_ns =
+        or_default(cfg->keepalive_ns, cfg->is_server ? AEGIS_TRANSPORT_SERVER_KEEPALIVE_NS
+                                                     : AEGIS_TRANSPORT_KEEPALIVE_NS);
     ep->idle_timeout_ns = or_default(cfg->idle_timeout_ns, AEGIS_TRANSPORT_IDLE_TIMEOUT_NS);
     ep->handshake_timeout_ns = or_default(cfg->handshake_timeout_ns, 10 * AEGIS_NS_PER_S);
     ep->max_message = (size_t)or_default(cfg->max_message, AEGIS_TRANSPORT_MAX_MESSAGE);
@@ -284,6 +299,12 @@ int aegis_endpoint_new(const struct aegis_endpoint_config *cfg, struct aegis_end
     ep->max_handshakes = (size_t)or_default(cfg->max_handshakes, AEGIS_TRANSPORT_MAX_HANDSHAKES);
     ep->max_conns = (size_t)or_default(cfg->max_conns, AEGIS_TRANSPORT_MAX_CONNS);
     ep->max_udp_payload = (size_t)or_default(cfg->max_udp_payload, 1452);
+    /* A keep-alive at or beyond the idle timeout would let the connection
+     * die between two PINGs. */
+    if (ep->keepalive_ns != UINT64_MAX && ep->keepalive_ns >= ep->idle_timeout_ns) {
+        rv = AEGIS_ERR_CONFIG;
+        goto fail;
+    }
     if (ep->max_udp_payload < 1200 || ep->max_udp_payload > 1500) {
         rv = AEGIS_ERR_CONFIG;
         goto fail;
@@ -700,7 +721,7 @@ aegis_tstamp aegis_endpoint_expiry(const struct aegis_endpoint *ep)
         return AEGIS_TSTAMP_NEVER;
     if (ep->nstash || ep->dirty_head)
         return 0;
-    return ep->nheap ? ep->heap[0]->expiry : AEGIS_TSTAMP_NEVER;
+    return ep->nheap ? ep->heap[0].expiry : AEGIS_TSTAMP_NEVER;
 }
 
 int aegis_endpoint_handle_expiry(struct aegis_endpoint *ep, aegis_tstamp now)
@@ -710,8 +731,8 @@ int aegis_endpoint_handle_expiry(struct aegis_endpoint *ep, aegis_tstamp now)
     ep->now = now;
     /* Bounded: each connection handled at most once per call. */
     size_t budget = ep->nheap;
-    while (budget-- && ep->nheap && ep->heap[0]->expiry <= now) {
-        struct aegis_conn *c = ep->heap[0];
+    while (budget-- && ep->nheap && ep->heap[0].expiry <= now) {
+        struct aegis_conn *c = ep->heap[0].conn;
         qconn_handle_expiry(c, now);
         qconn_after(c, now);
         ep_timer_update(c);
@@ -721,7 +742,7 @@ int aegis_endpoint_handle_expiry(struct aegis_endpoint *ep, aegis_tstamp now)
         } else if (c->expiry <= now) {
             /* still due: push it a little so others get their turn */
             c->expiry = now + 1;
-            heap_down(ep, c->heap_idx);
+            heap_rekey(ep, c);
         }
     }
     return 0;

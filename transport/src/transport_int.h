@@ -207,6 +207,11 @@ struct aegis_conn {
     char *authority;        /* client: :authority of requests */
 };
 
+struct ep_timer {
+    aegis_tstamp expiry; /* == conn->expiry */
+    struct aegis_conn *conn;
+};
+
 #define EP_STASH_MAX 8
 
 struct ep_stash {
@@ -238,8 +243,10 @@ struct aegis_endpoint {
     /* connection-ID map: open hashing, chains of cid entries */
     struct cid_entry **cid_buckets;
     size_t cid_nbuckets, cid_count;
-    /* timer heap of connections by expiry */
-    struct aegis_conn **heap;
+    /* timer heap of connections by expiry; each slot carries its key, so
+     * sifting compares within the array instead of touching every
+     * connection on the way (10,000 idle connections: one sift per packet) */
+    struct ep_timer *heap;
     size_t nheap, heap_cap;
     /* connections with something to send */
     struct aegis_conn *dirty_head;

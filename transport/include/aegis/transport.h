@@ -43,8 +43,13 @@ struct aegis_conn;
 struct aegis_rpc_handler; /* <aegis/rpc.h> */
 
 /* Defaults (DESIGN §2 and §8). */
-/* Keep-alive PING well under common NAT UDP timeouts (30 s and up). */
+/* Keep-alive PING well under common NAT UDP timeouts (30 s and up); a
+ * client default (agents dial out through NATs and firewalls). */
 #define AEGIS_TRANSPORT_KEEPALIVE_NS (15 * AEGIS_NS_PER_S)
+/* Server default: no PINGs of its own. The client's keep-alives (and their
+ * ACKs) keep the path and both idle timers alive; a client that goes silent
+ * is closed by the idle timeout. */
+#define AEGIS_TRANSPORT_SERVER_KEEPALIVE_NS UINT64_MAX
 /* Idle timeout: four missed keep-alives declare the peer gone. */
 #define AEGIS_TRANSPORT_IDLE_TIMEOUT_NS (60 * AEGIS_NS_PER_S)
 /* Largest gRPC message (DESIGN §8). */
@@ -179,7 +184,11 @@ struct aegis_endpoint_config {
     const struct aegis_log *log; /* NULL = silent */
     struct aegis_tls_config tls;
     /* 0 = the defaults above. */
-    uint64_t keepalive_ns; /* UINT64_MAX disables keep-alive */
+    uint64_t keepalive_ns; /* PING after this long without traffic; UINT64_MAX
+                              disables; 0 = AEGIS_TRANSPORT_KEEPALIVE_NS (client)
+                              or AEGIS_TRANSPORT_SERVER_KEEPALIVE_NS (server, off).
+                              Keep it well under idle_timeout_ns (a third or less)
+                              and under the NAT's UDP timeout (15-25 s is safe). */
     uint64_t idle_timeout_ns;
     uint64_t handshake_timeout_ns;
     size_t max_message;
@@ -224,7 +233,8 @@ struct aegis_transport_stats {
  * -ENOMEM, AEGIS_ERR_CERT (certificate or key unparsable, or key does not
  * match the certificate), AEGIS_ERR_MALFORMED (a pin is not
  * "sha256//<44 base64>"), AEGIS_ERR_CONFIG (server without CA, client
- * without pins, zero limits), AEGIS_ERR_UNSUPPORTED (keylog requested but
+ * without pins, zero limits, keepalive_ns not below idle_timeout_ns,
+ * max_udp_payload outside 1200..1500), AEGIS_ERR_UNSUPPORTED (keylog requested but
  * not compiled in). Not callable from callbacks.
  */
 int aegis_endpoint_new(const struct aegis_endpoint_config *cfg, struct aegis_endpoint **pep);
