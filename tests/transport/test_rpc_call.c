@@ -354,6 +354,36 @@ static void test_cancel_both_sides(void **state)
     fx_teardown(&f);
 }
 
+/* A client that closes its connection without error while a call is open
+ * has given up on the call: the server sees CANCELLED, however the close
+ * and the stream's STOP_SENDING were ordered; a close with an error code
+ * is a lost connection: UNAVAILABLE. */
+static void test_close_with_open_call(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t code;
+        int want;
+    } cases[] = {{0x100 /* H3_NO_ERROR */, AEGIS_GRPC_CANCELLED},
+                 {0x102 /* H3_INTERNAL_ERROR */, AEGIS_GRPC_UNAVAILABLE}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fx f;
+        fx_setup(&f, 11 + i);
+        fx_connect(&f);
+        struct tres a = {0};
+        start(&f, "/test.Echo/Slow", AEGIS_RPC_BIDI, NULL, &a);
+        aegis_call_send(a.call, (const uint8_t *)"x", 1);
+        tnet_run(&f.net, 200 * AEGIS_NS_PER_MS, NULL, NULL);
+        assert_non_null(f.svc.held);
+        f.svc.last_status = -1;
+        assert_int_equal(aegis_conn_close(f.conn, cases[i].code, "client done"), 0);
+        assert_true(tnet_run(&f.net, 2 * AEGIS_NS_PER_S, cond_srv_no_calls, &f));
+        assert_int_equal(f.svc.last_status, cases[i].want);
+        assert_true(a.done);
+        fx_teardown(&f);
+    }
+}
+
 /* The client stops reading a server stream: the server's queue stays
  * bounded, the transfer stalls, and resuming completes it. */
 static void test_flow_control_stall(void **state)
@@ -527,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_many_calls_concurrent),
         cmocka_unit_test(test_deadline_both_sides),
         cmocka_unit_test(test_cancel_both_sides),
+        cmocka_unit_test(test_close_with_open_call),
         cmocka_unit_test(test_flow_control_stall),
         cmocka_unit_test(test_reply_from_resume_not_deferred),
         cmocka_unit_test(test_client_send_bound),

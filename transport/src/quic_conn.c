@@ -827,8 +827,16 @@ void qconn_after(struct aegis_conn *c, aegis_tstamp now)
     if (c->state >= CS_CLOSING) {
         if (!c->why_set)
             set_why(c, AEGIS_CLOSE_LOCAL, AEGIS_ERR_CLOSED, 0, 0, 0, "closed", 6);
-        if (c->ncalls)
-            call_conn_failed(c, AEGIS_GRPC_UNAVAILABLE, c->why.reason);
+        if (c->ncalls) {
+            /* A client that closes its connection without error has given
+             * up on its calls: the server's open calls end CANCELLED, as
+             * with a cancelled stream (the close may overtake the
+             * client's STOP_SENDING). Anything else lost the connection. */
+            int gone =
+                c->is_server && c->why.kind == AEGIS_CLOSE_PEER_APP && c->why.code == H3_NO_ERROR;
+            call_conn_failed(c, gone ? AEGIS_GRPC_CANCELLED : AEGIS_GRPC_UNAVAILABLE,
+                             c->why.reason);
+        }
     }
     release_tls(c);
     if (c->goaway_recv == 1) {
