@@ -2,6 +2,8 @@
 # daemon. Included by control/CMakeLists.txt.
 aegis_library(ctl_services
   src/ctl_util.c
+  src/ctl_batch.c
+  src/ctl_artcache.c
   src/ctl_server.c
   src/ctl_svc_agent.c
   src/ctl_svc_cmd.c

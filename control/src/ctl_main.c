@@ -47,7 +47,10 @@ static const char usage[] =
     "  --log-level LEVEL        error|warn|info|debug|trace (default info)\n"
     "  --db-conns N --db-queue-max N --max-message BYTES --max-handshakes N --max-conns N\n"
     "  --challenge-ttl-ms MS --redeliver-base-ms MS --redeliver-max-ms MS\n"
-    "  --sweep-interval-ms MS --command-lifetime-s S --drain-timeout-ms MS\n";
+    "  --sweep-interval-ms MS --command-lifetime-s S --drain-timeout-ms MS\n"
+    "  --artifact-cache-mib MIB artifact chunks kept in memory (default 64; 0 = off)\n"
+    "  --db-batch-items N       requests per batched statement (default 1000)\n"
+    "  --db-batch-queue N       requests waiting per batch before shedding (default 20000)\n";
 
 struct app {
     struct ctl_server srv;
@@ -142,6 +145,9 @@ static int apply_option(struct app *app, const char *name, const char *v, int fr
     NUM("sweep-interval-ms", sweep_interval, 3600000, AEGIS_NS_PER_MS)
     NUM("drain-timeout-ms", drain_timeout, 3600000, AEGIS_NS_PER_MS)
     NUM("command-lifetime-s", command_lifetime_s, CTL_DEFAULT_COMMAND_LIFETIME_S, 1)
+    NUM("artifact-cache-mib", artifact_cache_bytes, 65536, 1024u * 1024u)
+    NUM("db-batch-items", db_batch_items, 100000, 1)
+    NUM("db-batch-queue", db_batch_queue, 10000000, 1)
     else
     {
         fprintf(stderr, "aegis-control: unknown option \"%s\"%s\n%s", name,
@@ -495,6 +501,7 @@ static void defaults(struct app *app)
     c->max_message = AEGIS_TRANSPORT_MAX_MESSAGE;
     c->max_handshakes = AEGIS_TRANSPORT_MAX_HANDSHAKES;
     c->max_conns = AEGIS_TRANSPORT_MAX_CONNS;
+    c->artifact_cache_bytes = CTL_ARTCACHE_DEFAULT_BYTES;
     app->cli_log_level = -1;
 }
 
@@ -534,6 +541,9 @@ int main(int argc, char **argv)
         {"sweep-interval-ms", required_argument, NULL, 0},
         {"command-lifetime-s", required_argument, NULL, 0},
         {"drain-timeout-ms", required_argument, NULL, 0},
+        {"artifact-cache-mib", required_argument, NULL, 0},
+        {"db-batch-items", required_argument, NULL, 0},
+        {"db-batch-queue", required_argument, NULL, 0},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };

@@ -64,6 +64,17 @@ static void render(struct ctl_server *srv, struct ctl_metrics *m)
         "# HELP aegis_connected_agents Authenticated agent connections on this instance.\n"
         "# TYPE aegis_connected_agents gauge\naegis_connected_agents %zu\n",
         srv->agents_here.count);
+    if (srv->tev) {
+        /* The transport's handshake limits (DESIGN §5, §8): state held and Retries sent. */
+        const struct aegis_transport_stats *ts = aegis_endpoint_stats(aegis_ev_endpoint(srv->tev));
+        put(m,
+            "# HELP aegis_quic_handshakes_in_progress QUIC handshakes holding server state.\n"
+            "# TYPE aegis_quic_handshakes_in_progress gauge\n"
+            "aegis_quic_handshakes_in_progress %llu\n"
+            "# HELP aegis_quic_retries_sent_total QUIC Retry packets sent (address validation).\n"
+            "# TYPE aegis_quic_retries_sent_total counter\naegis_quic_retries_sent_total %llu\n",
+            (unsigned long long)ts->handshakes_in_progress, (unsigned long long)ts->retries_sent);
+    }
     put(m, "# HELP aegis_handshakes_total Handshakes decided by the identity hook.\n"
            "# TYPE aegis_handshakes_total counter\n");
     put(m, "aegis_handshakes_total{outcome=\"agent\"} %llu\n",
@@ -106,6 +117,47 @@ static void render(struct ctl_server *srv, struct ctl_metrics *m)
         "# HELP aegis_db_up 1 while a database connection is ready.\n"
         "# TYPE aegis_db_up gauge\naegis_db_up %d\n",
         ctl_db_is_up(srv->db) ? 1 : 0);
+    /* Per-loop-turn statement batches: items / statements is the batching factor. */
+    static const char *const names[] = {"audit",       "disconnect", "auth_load",
+                                        "auth_update", "pump",       "ack"};
+    const struct ctl_batch *const batches[] = {srv->batch.audit,     srv->batch.disconnect,
+                                               srv->batch.auth_load, srv->batch.auth_update,
+                                               srv->batch.pump,      srv->batch.ack};
+    put(m, "# HELP aegis_db_batch_items_total Requests run through a statement batch.\n"
+           "# TYPE aegis_db_batch_items_total counter\n"
+           "# HELP aegis_db_batch_statements_total Statements that ran those requests.\n"
+           "# TYPE aegis_db_batch_statements_total counter\n"
+           "# HELP aegis_db_batch_failed_total Requests whose statement failed.\n"
+           "# TYPE aegis_db_batch_failed_total counter\n"
+           "# HELP aegis_db_batch_rejected_total Requests refused (batch queue full).\n"
+           "# TYPE aegis_db_batch_rejected_total counter\n");
+    for (size_t i = 0; i < sizeof(batches) / sizeof(batches[0]); i++) {
+        struct ctl_batch_stats bs;
+        if (!batches[i])
+            continue;
+        ctl_batch_stats(batches[i], &bs);
+        put(m,
+            "aegis_db_batch_items_total{batch=\"%s\"} %llu\n"
+            "aegis_db_batch_statements_total{batch=\"%s\"} %llu\n"
+            "aegis_db_batch_failed_total{batch=\"%s\"} %llu\n"
+            "aegis_db_batch_rejected_total{batch=\"%s\"} %llu\n",
+            names[i], (unsigned long long)bs.items, names[i], (unsigned long long)bs.statements,
+            names[i], (unsigned long long)bs.failed, names[i], (unsigned long long)bs.rejected);
+    }
+    if (srv->artcache) {
+        struct ctl_artcache_stats as;
+        ctl_artcache_stats(srv->artcache, &as);
+        put(m,
+            "# HELP aegis_artifact_cache_hits_total Artifact chunks served from memory.\n"
+            "# TYPE aegis_artifact_cache_hits_total counter\n"
+            "aegis_artifact_cache_hits_total %llu\n"
+            "# HELP aegis_artifact_cache_misses_total Artifact chunks not in memory.\n"
+            "# TYPE aegis_artifact_cache_misses_total counter\n"
+            "aegis_artifact_cache_misses_total %llu\n"
+            "# HELP aegis_artifact_cache_bytes Artifact chunk bytes held in memory.\n"
+            "# TYPE aegis_artifact_cache_bytes gauge\naegis_artifact_cache_bytes %zu\n",
+            (unsigned long long)as.hits, (unsigned long long)as.misses, as.bytes);
+    }
     put(m,
         "# HELP aegis_telemetry_rows_total Telemetry rows committed (rate() gives rows/s).\n"
         "# TYPE aegis_telemetry_rows_total counter\naegis_telemetry_rows_total %llu\n",

@@ -125,10 +125,9 @@ static void on_closed(struct aegis_conn *conn, const struct aegis_close_reason *
         if (e && e->value == cc) {
             ctl_map_del(&srv->agents_here, cc->agent_id, strlen(cc->agent_id));
             const char *v[2] = {cc->agent_id, srv->cfg.instance_id};
-            ctl_db_exec_params(srv->db,
-                               "UPDATE agents SET connected_instance = NULL, last_seen = now()"
-                               " WHERE id = $1 AND connected_instance = $2",
-                               2, v, NULL, NULL, 0, db_ignore, srv);
+            if (ctl_batch_add(srv->batch.disconnect, v, NULL, NULL) != 0)
+                AEGIS_LOG(&srv->log, AEGIS_LOG_WARN, "event=disconnect_not_recorded agent=%s",
+                          cc->agent_id);
         }
     }
     if (cc->prev)
@@ -150,11 +149,8 @@ void ctl_audit(struct ctl_server *srv, const char *actor, const char *action, co
 {
     const char *v[6] = {
         actor, action, target ? target : "", outcome, detail ? detail : "", srv->cfg.instance_id};
-    int rv = ctl_db_exec_params(srv->db,
-                                "INSERT INTO audit_log (actor, action, target, outcome, detail,"
-                                " instance_id) VALUES ($1, $2, $3, $4,"
-                                " jsonb_build_object('detail', $5::text), $6)",
-                                6, v, NULL, NULL, 0, db_ignore, srv);
+    /* Batched per loop turn: a connect storm writes thousands of these a second. */
+    int rv = srv->batch.audit ? ctl_batch_add(srv->batch.audit, v, NULL, NULL) : AEGIS_ERR_STATE;
     AEGIS_LOG(&srv->log, AEGIS_LOG_INFO,
               "event=audit actor=%s action=%s target=%s outcome=%s detail=\"%s\"%s", actor, action,
               target ? target : "", outcome, detail ? detail : "", rv != 0 ? " stored=no" : "");
@@ -300,6 +296,60 @@ int ctl_rpc_db_soft(struct ctl_rpc *r, const char *sql, int nparams, const char 
                     const int *lengths, const int *formats, ctl_rpc_db_cb cb)
 {
     return rpc_db(r, sql, nparams, values, lengths, formats, cb, 1);
+}
+
+void ctl_rpc_hold(struct ctl_rpc *r)
+{
+    r->pending++;
+}
+
+void ctl_rpc_unhold(struct ctl_rpc *r)
+{
+    r->pending--;
+    rpc_maybe_free(r);
+}
+
+struct btramp {
+    struct ctl_rpc *r;
+    ctl_rpc_batch_cb cb;
+};
+
+static void rpc_batch_tramp(int rv, const struct ctl_db_result *res, int row, int nrows, void *ud)
+{
+    struct btramp *t = ud;
+    struct ctl_rpc *r = t->r;
+    ctl_rpc_batch_cb cb = t->cb;
+    aegis_free(r->srv->mem, t);
+    r->pending--;
+    if (r->call && !r->finished)
+        cb(r, rv, res, row, nrows);
+    rpc_maybe_free(r);
+}
+
+int ctl_rpc_batch(struct ctl_rpc *r, struct ctl_batch *b, const char *const *values,
+                  ctl_rpc_batch_cb cb, int soft)
+{
+    struct btramp *t = aegis_malloc(r->srv->mem, sizeof(*t));
+    if (!t) {
+        if (!soft)
+            ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
+        return -ENOMEM;
+    }
+    t->r = r;
+    t->cb = cb;
+    int rv = ctl_batch_add(b, values, rpc_batch_tramp, t);
+    if (rv != 0) {
+        aegis_free(r->srv->mem, t);
+        if (!soft) {
+            if (rv == -E2BIG)
+                ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "request field too large");
+            else
+                ctl_rpc_fail_db(r, rv == -ENOMEM ? AEGIS_ERR_LIMIT : rv, NULL);
+        }
+        return rv;
+    }
+    r->pending++;
+    return 0;
 }
 
 int ctl_rpc_copy(struct ctl_rpc *r, const char *sql, const void *data, size_t len, ctl_rpc_db_cb cb)
@@ -653,6 +703,50 @@ static void sweep_cb(struct ctl_timer *t, void *ud)
 
 /* ---- start / drain / stop --------------------------------------------------------------- */
 
+/* Fire-and-forget writes of the server core, batched (ctl_batch.h). Two in flight: their rows
+ * are independent, and audit rows are never waited for. */
+static int server_batches_new(struct ctl_server *srv)
+{
+    struct ctl_batch_config audit = {
+        .name = "audit",
+        .sql =
+            "INSERT INTO audit_log (actor, action, target, outcome, detail, instance_id)"
+            " SELECT a, b, t, o, jsonb_build_object('detail', d), i FROM unnest($1::text[],"
+            " $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[]) AS s(a, b, t, o, d, i)",
+        .ncols = 6,
+        .max_in_flight = 2,
+    };
+    /* Rows of agents are locked in id order by every statement that updates many of them
+     * (here, Authenticate, Ack, SendCommand), so concurrent ones queue instead of
+     * deadlocking. */
+    struct ctl_batch_config disconnect = {
+        .name = "disconnect",
+        .sql = "WITH s AS (SELECT DISTINCT a, i FROM unnest($1::uuid[], $2::uuid[]) AS s(a, i)),"
+               " lk AS (SELECT g.id FROM agents g JOIN s ON g.id = s.a AND"
+               "   g.connected_instance = s.i ORDER BY g.id FOR NO KEY UPDATE OF g)"
+               " UPDATE agents g SET connected_instance = NULL, last_seen = now() FROM lk"
+               " WHERE g.id = lk.id",
+        .ncols = 2,
+    };
+    audit.max_items = disconnect.max_items = srv->cfg.db_batch_items;
+    audit.queue_max = disconnect.queue_max = srv->cfg.db_batch_queue;
+    int rv = ctl_batch_new(srv->db, srv->loop, &audit, srv->mem, &srv->batch.audit);
+    if (rv == 0)
+        rv = ctl_batch_new(srv->db, srv->loop, &disconnect, srv->mem, &srv->batch.disconnect);
+    return rv;
+}
+
+static void server_batches_del(struct ctl_server *srv)
+{
+    struct ctl_batch **all[] = {&srv->batch.audit,     &srv->batch.disconnect,
+                                &srv->batch.auth_load, &srv->batch.auth_update,
+                                &srv->batch.pump,      &srv->batch.ack};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        ctl_batch_del(*all[i]);
+        *all[i] = NULL;
+    }
+}
+
 static int done_flag(void *ud)
 {
     return *(int *)ud != 0;
@@ -718,6 +812,11 @@ int ctl_server_start(struct ctl_server *srv)
     }
     ctl_db_listen(srv->db, CTL_CHANNEL_AGENTS, on_agents_notify, srv);
     ctl_db_listen(srv->db, CTL_CHANNEL_COMMANDS, on_commands_notify, srv);
+    if ((rv = server_batches_new(srv)) != 0 || (rv = ctl_agent_batches_new(srv)) != 0 ||
+        (rv = ctl_artcache_new(srv->mem, srv->cfg.artifact_cache_bytes, &srv->artcache)) != 0) {
+        aegis_free(srv->mem, th);
+        return rv;
+    }
 
     /* Register the instance and load the identity set before accepting anyone: a handshake
      * must never be decided on an empty set. Blocking the loop here is fine: nothing else is
@@ -828,6 +927,18 @@ int ctl_server_drained(const struct ctl_server *srv)
     /* Writes flushed: nothing queued or in flight in the pool (or the pool is down and those
      * requests have failed already). */
     int db_done = st.queued == 0 && st.in_flight == 0;
+    const struct ctl_batch *const all[] = {srv->batch.audit,     srv->batch.disconnect,
+                                           srv->batch.auth_load, srv->batch.auth_update,
+                                           srv->batch.pump,      srv->batch.ack};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        struct ctl_batch_stats bs;
+        if (!all[i])
+            continue;
+        ctl_batch_stats(all[i], &bs);
+        /* Items still collecting count only while the pool can take them. */
+        if (bs.in_flight || (bs.waiting && ctl_db_is_up(srv->db)))
+            db_done = 0;
+    }
     return (calls_done || timed_out) && db_done;
 }
 
@@ -877,8 +988,11 @@ void ctl_server_stop(struct ctl_server *srv)
         next = r->next;
         rpc_maybe_free(r); /* those with database requests go when ctl_db_del cancels them */
     }
-    ctl_db_del(srv->db);
+    server_batches_del(srv);
+    ctl_db_del(srv->db); /* chunk reads in flight end here (their waiters are released) */
     srv->db = NULL;
+    ctl_artcache_del(srv->artcache);
+    srv->artcache = NULL;
     ctl_map_free(&srv->idents);
     ctl_map_free(&srv->agents_here);
     aegis_free(srv->mem, srv->handlers);

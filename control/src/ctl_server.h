@@ -16,6 +16,8 @@
 #ifndef CTL_SERVER_H
 #define CTL_SERVER_H
 
+#include "ctl_artcache.h"
+#include "ctl_batch.h"
 #include "ctl_db.h"
 #include "ctl_loop.h"
 
@@ -31,6 +33,7 @@
 
 struct aegis_ev;
 struct ctl_metrics;
+struct ctl_art_load;
 
 /* ---- limits and defaults (every one has a flag) ----------------------------------------- */
 
@@ -93,6 +96,9 @@ struct ctl_config {
     size_t max_message;
     size_t max_handshakes;
     size_t max_conns;
+    size_t artifact_cache_bytes; /* ctl_artcache budget; 0 = off */
+    size_t db_batch_items;       /* items per batched statement; 0 = CTL_BATCH_DEFAULT_MAX_ITEMS */
+    size_t db_batch_queue;       /* items waiting per batch; 0 = CTL_BATCH_DEFAULT_QUEUE_MAX */
 };
 
 /* ---- identities ----------------------------------------------------------------------------- */
@@ -193,6 +199,16 @@ struct ctl_artifact_key {
     uint8_t raw[32];
 };
 
+/* The per-loop-turn batches of the hot paths (one statement for many agents, ctl_batch.h). */
+struct ctl_batches {
+    struct ctl_batch *audit;       /* ctl_audit rows */
+    struct ctl_batch *disconnect;  /* agents.connected_instance cleared when a connection ends */
+    struct ctl_batch *auth_load;   /* Authenticate: the agents row */
+    struct ctl_batch *auth_update; /* Authenticate: version, last_seen, connected_instance */
+    struct ctl_batch *pump;        /* Subscribe: pending commands, marked delivered */
+    struct ctl_batch *ack;         /* Ack */
+};
+
 struct ctl_server {
     const struct aegis_mem *mem;
     struct aegis_log log;
@@ -200,6 +216,9 @@ struct ctl_server {
     void *ev_loop; /* struct ev_loop * */
     struct ctl_loop *loop;
     struct ctl_db *db;
+    struct ctl_batches batch;
+    struct ctl_artcache *artcache;
+    struct ctl_art_load *art_loads; /* chunk reads in flight (ctl_svc_data.c) */
     struct aegis_ev *tev;
     struct ctl_timer *sweep_timer, *heartbeat_timer, *defer_timer;
     struct ctl_rpc *defer_head; /* calls with deferred half-close/writable events */
@@ -265,6 +284,17 @@ int ctl_rpc_db(struct ctl_rpc *r, const char *sql, int nparams, const char *cons
  * queue full) is returned without ending the call, so the stream can retry later. */
 int ctl_rpc_db_soft(struct ctl_rpc *r, const char *sql, int nparams, const char *const *values,
                     const int *lengths, const int *formats, ctl_rpc_db_cb cb);
+/* ctl_rpc_batch adds one item for r to batch b (values copied). cb runs with the item's rows
+ * only if the call is still open. A refusal (AEGIS_ERR_LIMIT: overloaded) is returned and,
+ * unless soft, answers the call UNAVAILABLE with a retry-after hint. */
+typedef void (*ctl_rpc_batch_cb)(struct ctl_rpc *r, int rv, const struct ctl_db_result *res,
+                                 int row, int nrows);
+int ctl_rpc_batch(struct ctl_rpc *r, struct ctl_batch *b, const char *const *values,
+                  ctl_rpc_batch_cb cb, int soft);
+/* ctl_rpc_hold keeps r allocated (for a wait outside ctl_rpc_db); ctl_rpc_unhold releases it
+ * and may free r, so do not touch r after it. */
+void ctl_rpc_hold(struct ctl_rpc *r);
+void ctl_rpc_unhold(struct ctl_rpc *r);
 /* ctl_rpc_copy runs ctl_db_copy_in for r (data borrowed until cb). */
 int ctl_rpc_copy(struct ctl_rpc *r, const char *sql, const void *data, size_t len,
                  ctl_rpc_db_cb cb);
@@ -294,9 +324,20 @@ struct ctl_conn *ctl_conn_for_agent(struct ctl_server *srv, const char *agent_id
 
 /* ---- ctl_svc_agent.c ---------------------------------------------------------------------- */
 
+/* ctl_agent_batches_new creates the AgentService batches in srv->batch (auth, pump, ack).
+ * Errors: -ENOMEM. Freed by ctl_server_stop. */
+int ctl_agent_batches_new(struct ctl_server *srv);
+
 /* ctl_sub_pump makes the agent's Subscribe stream (if held here) fetch and send what is
  * pending. Called on NOTIFY aegis_commands and by the redelivery sweep. */
 void ctl_sub_pump(struct ctl_server *srv, const char *agent_id);
+/* ctl_sub_live: agent_id has an open Subscribe stream on this instance. */
+int ctl_sub_live(struct ctl_server *srv, const char *agent_id);
+/* ctl_sub_push writes one SignedCommand (sequence seq, already stored as delivered) to the
+ * agent's local Subscribe stream, or makes the stream fetch it when it cannot be written now;
+ * nothing when the stream is gone (redelivery and resubscription cover it). */
+void ctl_sub_push(struct ctl_server *srv, const char *agent_id, uint64_t seq, const uint8_t *cmd,
+                  size_t len);
 /* ctl_sweep runs redelivery and expiry (timer). */
 void ctl_sweep(struct ctl_server *srv);
 

@@ -230,7 +230,8 @@ static void auth_refuse(struct ctl_rpc *r, int status, const char *why)
     auth_result(r, 0, why, 0, status);
 }
 
-static void auth_updated(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
+static void auth_updated(struct ctl_rpc *r, int rv, const struct ctl_db_result *res, int row,
+                         int nrows)
 {
     struct ctl_server *srv = r->srv;
     struct auth_state *st = r->state;
@@ -238,11 +239,11 @@ static void auth_updated(struct ctl_rpc *r, int rv, const struct ctl_db_result *
         ctl_rpc_fail_db(r, rv, res);
         return;
     }
-    if (ctl_db_result_ntuples(res) != 1) {
+    if (nrows != 1) {
         auth_refuse(r, AEGIS_GRPC_UNAUTHENTICATED, "agent revoked or unknown");
         return;
     }
-    uint64_t acked = (uint64_t)ctl_i64(ctl_db_result_value(res, 0, 0));
+    uint64_t acked = (uint64_t)ctl_i64(ctl_db_result_value(res, row, 1));
     struct ctl_conn *cc = r->cc;
     /* One live connection per agent: a newer one replaces the older (a reconnect after a NAT
      * change may arrive before the old connection's idle timeout). */
@@ -260,21 +261,22 @@ static void auth_updated(struct ctl_rpc *r, int rv, const struct ctl_db_result *
     auth_result(r, 1, "", acked, AEGIS_GRPC_OK);
 }
 
-static void auth_loaded(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
+static void auth_loaded(struct ctl_rpc *r, int rv, const struct ctl_db_result *res, int row,
+                        int nrows)
 {
     struct auth_state *st = r->state;
     if (rv != 0) {
         ctl_rpc_fail_db(r, rv, res);
         return;
     }
-    if (ctl_db_result_ntuples(res) != 1) {
+    if (nrows != 1) {
         auth_refuse(r, AEGIS_GRPC_UNAUTHENTICATED, "unknown agent");
         return;
     }
-    const char *mid = ctl_db_result_value(res, 0, 0);
-    const char *version = ctl_db_result_value(res, 0, 1);
-    const char *host_id = ctl_db_result_value(res, 0, 2);
-    const char *status = ctl_db_result_value(res, 0, 3);
+    const char *mid = ctl_db_result_value(res, row, 1);
+    const char *version = ctl_db_result_value(res, row, 2);
+    const char *host_id = ctl_db_result_value(res, row, 3);
+    const char *status = ctl_db_result_value(res, row, 4);
     if (strcmp(status, "revoked") == 0) {
         auth_refuse(r, AEGIS_GRPC_PERMISSION_DENIED, "revoked");
         return;
@@ -303,11 +305,7 @@ static void auth_loaded(struct ctl_rpc *r, int rv, const struct ctl_db_result *r
         return;
     }
     const char *v[4] = {r->cc->agent_id, st->version, r->srv->cfg.instance_id, st->caps};
-    ctl_rpc_db(r,
-               "UPDATE agents SET version = $2, last_seen = now(), connected_instance = $3,"
-               " capabilities = $4 WHERE id = $1 AND status = 'enrolled'"
-               " RETURNING last_acked_sequence",
-               4, v, NULL, NULL, auth_updated);
+    ctl_rpc_batch(r, r->srv->batch.auth_update, v, auth_updated, 0);
 }
 
 static int auth_on_msg(struct ctl_rpc *r, const uint8_t *msg, size_t len)
@@ -404,10 +402,7 @@ static int auth_on_msg(struct ctl_rpc *r, const uint8_t *msg, size_t len)
         }
         ctl_hex(p->machine_id_hash.data, 32, st->mid_hex);
         const char *v[1] = {r->cc->agent_id};
-        ctl_rpc_db(r,
-                   "SELECT encode(machine_id_hash, 'hex'), version, host_id, status"
-                   " FROM agents WHERE id = $1",
-                   1, v, NULL, NULL, auth_loaded);
+        ctl_rpc_batch(r, srv->batch.auth_load, v, auth_loaded, 0);
         goto out;
     }
     ctl_rpc_fail(r, AEGIS_GRPC_INVALID_ARGUMENT,
@@ -431,6 +426,7 @@ struct sub_state {
     int busy;       /* a pump query is in flight */
     int again;      /* pump again when it returns */
     int blocked;    /* -EAGAIN: wait for on_writable */
+    int deferred;   /* the database refused the pump: the next sweep runs it again */
 };
 
 static void sub_pump(struct ctl_rpc *r);
@@ -446,52 +442,30 @@ static void sub_closed(struct ctl_rpc *r)
         r->cc->sub = NULL;
 }
 
-static void sub_marked(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
+static void sub_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res, int row, int nrows)
 {
     struct sub_state *st = r->state;
-    (void)res;
+    const struct ctl_batch *b = r->srv->batch.pump;
     st->busy = 0;
     if (rv != 0) {
-        /* The pushes happened; only their bookkeeping failed. The sweep redelivers later. */
-        AEGIS_LOG(&r->srv->log, AEGIS_LOG_WARN, "event=delivery_mark_failed agent=%s err=%s",
-                  r->cc->agent_id, aegis_strerror(rv));
-    }
-    if (st->again && !st->blocked) {
-        st->again = 0;
-        sub_pump(r);
-    }
-}
-
-static void sub_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
-{
-    struct sub_state *st = r->state;
-    struct ctl_server *srv = r->srv;
-    if (rv != 0) {
-        st->busy = 0;
         if (rv == AEGIS_ERR_UNAVAILABLE || rv == AEGIS_ERR_CLOSED || rv == AEGIS_ERR_LIMIT) {
-            /* Keep the stream: the pump runs again when the listener is restored. */
+            /* Keep the stream: the pump runs again at the next sweep (a full queue) or when
+             * the database is back, whichever comes first. */
             st->again = 0;
+            st->deferred = 1;
             return;
         }
         ctl_rpc_fail_db(r, rv, res);
         return;
     }
-    int n = ctl_db_result_ntuples(res);
-    char seqs[CTL_SUB_BATCH * 21 + 3];
-    size_t o = 0;
-    seqs[o++] = '{';
-    int sent = 0;
-    for (int i = 0; i < n; i++) {
-        uint64_t seq = (uint64_t)ctl_i64(ctl_db_result_value(res, i, 0));
-        const char *hex = ctl_db_result_value(res, i, 1);
-        size_t blen = strlen(hex) / 2;
-        uint8_t *b = aegis_malloc(srv->mem, blen ? blen : 1);
-        if (!b || ctl_unhex(hex, b, blen) != 0) {
-            aegis_free(srv->mem, b);
-            break;
-        }
-        rv = aegis_call_send(r->call, b, blen);
-        aegis_free(srv->mem, b);
+    /* The rows are already marked delivered (same statement). One that cannot be written
+     * now stays above st->after, so the next pump (on_writable) fetches it again; if the
+     * stream ends first, redelivery or the agent's resubscription covers it. */
+    for (int i = 0; i < nrows; i++) {
+        uint64_t seq = (uint64_t)ctl_batch_i64(b, res, row + i, 1);
+        const uint8_t *cmd = (const uint8_t *)ctl_db_result_value(res, row + i, 2);
+        size_t len = (size_t)ctl_db_result_length(res, row + i, 2);
+        rv = aegis_call_send(r->call, cmd, len);
         if (rv == -EAGAIN) {
             st->blocked = 1;
             break;
@@ -502,34 +476,13 @@ static void sub_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
         }
         if (seq > st->after)
             st->after = seq;
-        o += (size_t)snprintf(seqs + o, sizeof(seqs) - o, "%s%llu", sent ? "," : "",
-                              (unsigned long long)seq);
-        sent++;
     }
-    seqs[o++] = '}';
-    seqs[o] = '\0';
-    if (n == CTL_SUB_BATCH && !st->blocked)
+    if (nrows == CTL_SUB_BATCH && !st->blocked)
         st->again = 1; /* there may be more */
-    if (!sent) {
-        st->busy = 0;
-        if (st->again && !st->blocked) {
-            st->again = 0;
-            sub_pump(r);
-        }
-        return;
+    if (st->again && !st->blocked) {
+        st->again = 0;
+        sub_pump(r);
     }
-    char base_ms[32];
-    snprintf(base_ms, sizeof(base_ms), "%llu",
-             (unsigned long long)(srv->cfg.redeliver_base / AEGIS_NS_PER_MS));
-    const char *v[3] = {r->cc->agent_id, seqs, base_ms};
-    if (ctl_rpc_db_soft(r,
-                        "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,"
-                        " delivered_at = now(), updated_at = now(),"
-                        " next_retry_at = now() + make_interval(secs => $3::float8 / 1000)"
-                        " WHERE agent_id = $1 AND sequence = ANY($2::bigint[])"
-                        " AND status IN ('queued', 'delivered')",
-                        3, v, NULL, NULL, sub_marked) != 0)
-        st->busy = 0;
 }
 
 static void sub_pump(struct ctl_rpc *r)
@@ -543,23 +496,15 @@ static void sub_pump(struct ctl_rpc *r)
     }
     if (st->blocked)
         return;
-    char after[32], lim[16];
+    char after[32];
     snprintf(after, sizeof(after), "%llu", (unsigned long long)st->after);
-    snprintf(lim, sizeof(lim), "%d", CTL_SUB_BATCH);
-    const char *v[3] = {r->cc->agent_id, after, lim};
+    const char *v[2] = {r->cc->agent_id, after};
     st->busy = 1;
-    /* Everything never sent (queued), whatever its sequence, plus what was sent but not acked
-     * above the resume point. Queued rows below it exist only when two commands for this
-     * agent were created concurrently and the later sequence committed first (sequences are
-     * taken before the signed rows are stored, see ctl_svc_cmd.c): they are still delivered,
-     * and the agent's seen-id journal makes any repeat harmless. */
-    if (ctl_rpc_db_soft(r,
-                        "SELECT sequence, encode(signed, 'hex') FROM deliveries"
-                        " WHERE agent_id = $1 AND (status = 'queued' OR (status = 'delivered'"
-                        " AND sequence > $2::bigint)) AND expires_at > now()"
-                        " AND signed IS NOT NULL ORDER BY sequence LIMIT $3::int",
-                        3, v, NULL, NULL, sub_rows) != 0) {
+    /* One statement for every stream pumped in this loop turn (a fan-out wakes thousands). */
+    st->deferred = 0;
+    if (ctl_rpc_batch(r, r->srv->batch.pump, v, sub_rows, 1) != 0) {
         st->busy = 0;
+        st->deferred = 1; /* queue full: the next sweep */
     }
 }
 
@@ -594,6 +539,39 @@ void ctl_sub_pump(struct ctl_server *srv, const char *agent_id)
     struct ctl_conn *cc = ctl_conn_for_agent(srv, agent_id);
     if (cc && cc->sub)
         sub_pump(cc->sub);
+}
+
+int ctl_sub_live(struct ctl_server *srv, const char *agent_id)
+{
+    struct ctl_conn *cc = ctl_conn_for_agent(srv, agent_id);
+    return cc && cc->sub && cc->sub->call && !cc->sub->finished && cc->sub->state;
+}
+
+void ctl_sub_push(struct ctl_server *srv, const char *agent_id, uint64_t seq, const uint8_t *cmd,
+                  size_t len)
+{
+    struct ctl_conn *cc = ctl_conn_for_agent(srv, agent_id);
+    if (!cc || !cc->sub || !cc->sub->state)
+        return; /* stream gone: redelivery or the agent's resubscription sends it */
+    struct ctl_rpc *r = cc->sub;
+    struct sub_state *st = r->state;
+    if (!r->call || r->finished || seq <= st->after)
+        return;
+    if (st->busy || st->blocked) {
+        /* Its row is marked delivered above st->after: the next pump fetches it. */
+        sub_pump(r);
+        return;
+    }
+    int rv = aegis_call_send(r->call, cmd, len);
+    if (rv == -EAGAIN) {
+        st->blocked = 1;
+        return;
+    }
+    if (rv != 0) {
+        ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "cannot push a command: %s", aegis_strerror(rv));
+        return;
+    }
+    st->after = seq;
 }
 
 /* ---- redelivery and expiry sweep ------------------------------------------------------------ */
@@ -674,8 +652,25 @@ static void redeliver_rows(int rv, const struct ctl_db_result *res, void *ud)
     aegis_free(srv->mem, seqs);
 }
 
+static void stale_queued_rows(int rv, const struct ctl_db_result *res, void *ud)
+{
+    struct ctl_server *srv = ud;
+    if (rv != 0) {
+        sweep_ignore(rv, res, ud);
+        return;
+    }
+    for (int i = 0, n = ctl_db_result_ntuples(res); i < n; i++)
+        ctl_sub_pump(srv, ctl_db_result_value(res, i, 0));
+}
+
 void ctl_sweep(struct ctl_server *srv)
 {
+    /* Streams whose pump the database refused (queue full, connection lost) try again. */
+    for (struct ctl_conn *cc = srv->conns; cc; cc = cc->next) {
+        struct ctl_rpc *r = cc->sub;
+        if (r && r->state && ((struct sub_state *)r->state)->deferred)
+            sub_pump(r);
+    }
     ctl_db_exec(srv->db,
                 "WITH x AS (UPDATE deliveries SET status = 'expired', finished_at = now(),"
                 " updated_at = now(), next_retry_at = NULL"
@@ -695,6 +690,15 @@ void ctl_sweep(struct ctl_server *srv)
                        " AND d.signed IS NOT NULL"
                        " ORDER BY d.agent_id, d.sequence LIMIT 1000",
                        1, v, NULL, NULL, 0, redeliver_rows, srv);
+    /* A safety net for a wake-up that never came (a pump lost with its database connection,
+     * a NOTIFY missed): commands still queued for agents held here after a few seconds. */
+    ctl_db_exec_params(srv->db,
+                       "SELECT DISTINCT d.agent_id::text FROM deliveries d"
+                       " JOIN agents a ON a.id = d.agent_id"
+                       " WHERE a.connected_instance = $1 AND d.status = 'queued'"
+                       " AND d.expires_at > now() AND d.updated_at < now() - interval '3 seconds'"
+                       " LIMIT 1000",
+                       1, v, NULL, NULL, 0, stale_queued_rows, srv);
 }
 
 /* ---- Ack ------------------------------------------------------------------------------------ */
@@ -733,20 +737,20 @@ int ctl_state_from_db(const char *s)
     return 0;
 }
 
-static void ack_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
+static void ack_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res, int row, int nrows)
 {
     if (rv != 0) {
         ctl_rpc_fail_db(r, rv, res);
         return;
     }
-    if (ctl_db_result_ntuples(res) != 1 || ctl_db_result_isnull(res, 0, 0)) {
+    if (nrows != 1 || ctl_db_result_isnull(res, row, 1)) {
         ctl_rpc_fail(r, AEGIS_GRPC_NOT_FOUND,
                      "no delivery of that command id and sequence for this agent");
         return;
     }
-    const char *recorded = ctl_db_result_value(res, 0, 0);
-    if (strcmp(ctl_db_result_value(res, 0, 1), "t") == 0 && !ctl_db_result_isnull(res, 0, 2))
-        ctl_metrics_cmd_latency(r->srv, strtod(ctl_db_result_value(res, 0, 2), NULL));
+    const char *recorded = ctl_db_result_value(res, row, 1);
+    if (strcmp(ctl_db_result_value(res, row, 2), "t") == 0 && !ctl_db_result_isnull(res, row, 3))
+        ctl_metrics_cmd_latency(r->srv, strtod(ctl_db_result_value(res, row, 3), NULL));
     Aegis__V1__AckResponse resp = AEGIS__V1__ACK_RESPONSE__INIT;
     resp.recorded_state = (Aegis__V1__CommandState)ctl_state_from_db(recorded);
     ctl_rpc_reply(r, &resp.base);
@@ -779,35 +783,122 @@ static void ack_start(struct ctl_rpc *r)
     }
     ctl_hex(req->result.data, req->result.len, rhex);
     const char *v[6] = {r->cc->agent_id, req->command_id, seq, st, req->detail, rhex};
-    /* Idempotent and monotonic: a state only moves forward (a duplicate or late ack leaves the
-     * row as is), committed before the reply. */
-    ctl_rpc_db(r,
-               "WITH cur AS (SELECT status, sequence FROM deliveries WHERE agent_id = $1"
-               "   AND command_id = $2::uuid AND sequence = $3::bigint FOR UPDATE),"
-               " up AS (UPDATE deliveries d SET status = $4, updated_at = now(),"
-               "   acked_at = coalesce(d.acked_at, now()), next_retry_at = NULL,"
-               "   finished_at = CASE WHEN $4 IN ('succeeded', 'failed') THEN now()"
-               "     ELSE d.finished_at END,"
-               "   detail = CASE WHEN $5 = '' THEN d.detail ELSE $5 END,"
-               "   result = CASE WHEN $6 = '' THEN d.result ELSE decode($6, 'hex') END"
-               "   FROM cur WHERE d.agent_id = $1 AND d.sequence = cur.sequence"
-               "   AND aegis_delivery_rank(cur.status) < aegis_delivery_rank($4)"
-               "   RETURNING d.status),"
-               " aa AS (UPDATE artifact_assignments SET updated_at = now(),"
-               "   status = CASE WHEN $4 = 'failed' THEN 'failed' WHEN (SELECT kind FROM"
-               "   commands WHERE id = $2::uuid) = 'fetch_artifact' THEN 'downloaded'"
-               "   ELSE 'loaded' END, detail = CASE WHEN $4 = 'failed' THEN $5 ELSE '' END"
-               "   WHERE command_id = $2::uuid AND agent_id = $1"
-               "   AND $4 IN ('succeeded', 'failed') AND EXISTS (SELECT 1 FROM up)),"
-               " ag AS (UPDATE agents SET last_acked_sequence ="
-               "   greatest(last_acked_sequence, $3::bigint), last_seen = now()"
-               "   WHERE id = $1 AND EXISTS (SELECT 1 FROM cur))"
-               " SELECT coalesce((SELECT status FROM up), (SELECT status FROM cur)),"
-               "  (SELECT status FROM up) IN ('succeeded', 'failed'),"
-               "  (SELECT extract(epoch FROM now() - issued_at) FROM commands WHERE id = $2::uuid),"
-               "  pg_notify('" CTL_CHANNEL_DELIVERIES "', $2::text)",
-               6, v, NULL, NULL, ack_done);
+    /* Committed (with every other ack of this loop turn) before the reply. */
+    ctl_rpc_batch(r, r->srv->batch.ack, v, ack_done, 0);
     aegis_free(r->srv->mem, rhex);
+}
+
+/* ---- batches -------------------------------------------------------------------------------- */
+
+/* Authenticate's agents row, for every proof of the loop turn. */
+#define SQL_AUTH_LOAD                                                                              \
+    "SELECT s.i, encode(a.machine_id_hash, 'hex'), a.version, a.host_id, a.status"                 \
+    " FROM unnest($1::uuid[]) WITH ORDINALITY AS s(id, i) JOIN agents a ON a.id = s.id"            \
+    " ORDER BY s.i"
+
+/* Accepted Authenticates: one row per item that was updated (still enrolled). The rows of
+ * agents are locked in id order, like every statement that updates many of them. */
+#define SQL_AUTH_UPDATE                                                                            \
+    "WITH s AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[])"              \
+    "   WITH ORDINALITY AS s(a, v, inst, caps, i)),"                                               \
+    " lk AS (SELECT g.id FROM agents g WHERE g.id IN (SELECT a FROM s)"                            \
+    "   AND g.status = 'enrolled' ORDER BY g.id FOR NO KEY UPDATE OF g),"                          \
+    " u AS (UPDATE agents g SET version = x.v, last_seen = now(), connected_instance = x.inst,"    \
+    "   capabilities = x.caps FROM (SELECT DISTINCT ON (a) a, v, inst, caps FROM s"                \
+    "   ORDER BY a, i DESC) x, lk WHERE g.id = x.a AND lk.id = x.a"                                \
+    "   RETURNING g.id, g.last_acked_sequence)"                                                    \
+    " SELECT s.i, u.last_acked_sequence FROM s JOIN u ON u.id = s.a ORDER BY s.i"
+
+/* Subscribe pumps: per stream, everything never sent (queued), whatever its sequence, plus
+ * what was sent but not acked above its resume point, at most CTL_SUB_BATCH; marked delivered
+ * in the same statement and returned in binary (the signed bytes as they are). Queued rows
+ * below the resume point exist only when two commands for this agent were created
+ * concurrently and the later sequence committed first (sequences are taken before the signed
+ * rows are stored, see ctl_svc_cmd.c): they are still delivered, and the agent's seen-id
+ * journal makes any repeat harmless. %d: CTL_SUB_BATCH, %.3f: redelivery base in seconds. */
+#define SQL_PUMP_FMT                                                                               \
+    "WITH s AS (SELECT * FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS s(a, q, i)),"    \
+    " p AS (SELECT s.i, d.agent_id, d.sequence FROM s CROSS JOIN LATERAL"                          \
+    "   (SELECT agent_id, sequence FROM deliveries WHERE agent_id = s.a AND (status = 'queued'"    \
+    "   OR (status = 'delivered' AND sequence > s.q)) AND expires_at > now()"                      \
+    "   AND signed IS NOT NULL ORDER BY sequence LIMIT %d) d),"                                    \
+    " u AS (UPDATE deliveries d SET status = 'delivered', attempts = d.attempts + 1,"              \
+    "   delivered_at = now(), updated_at = now(),"                                                 \
+    "   next_retry_at = now() + make_interval(secs => %.3f) FROM p"                                \
+    "   WHERE d.agent_id = p.agent_id AND d.sequence = p.sequence"                                 \
+    "   AND d.status IN ('queued', 'delivered') RETURNING d.agent_id, d.sequence, d.signed)"       \
+    " SELECT p.i, u.sequence, u.signed FROM p JOIN u ON u.agent_id = p.agent_id"                   \
+    "   AND u.sequence = p.sequence ORDER BY p.i, u.sequence"
+
+/* Acks: idempotent and monotonic (a state only moves forward; a duplicate or late ack leaves
+ * the row as is). Several acks of one delivery in a batch collapse to the furthest state.
+ * The agents row is written only when the resume point moves (the first ack of a command),
+ * not for every later state, and in id order (m is sorted) like the other statements that
+ * update many agents. One NOTIFY per command touched, not per ack. */
+#define SQL_ACK                                                                                    \
+    "WITH s AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[],"            \
+    "   $5::text[], $6::text[]) WITH ORDINALITY AS s(a, c, q, st, det, res, i)),"                  \
+    " w AS (SELECT DISTINCT ON (a, q, c) a, c, q, st, det, res FROM s"                             \
+    "   ORDER BY a, q, c, aegis_delivery_rank(st) DESC, i DESC),"                                  \
+    " cur AS (SELECT d.agent_id, d.sequence, d.command_id, d.status FROM deliveries d"             \
+    "   JOIN w ON d.agent_id = w.a AND d.sequence = w.q AND d.command_id = w.c"                    \
+    "   ORDER BY d.agent_id, d.sequence FOR UPDATE OF d),"                                         \
+    " up AS (UPDATE deliveries d SET status = w.st, updated_at = now(),"                           \
+    "   acked_at = coalesce(d.acked_at, now()), next_retry_at = NULL,"                             \
+    "   finished_at = CASE WHEN w.st IN ('succeeded', 'failed') THEN now()"                        \
+    "     ELSE d.finished_at END,"                                                                 \
+    "   detail = CASE WHEN w.det = '' THEN d.detail ELSE w.det END,"                               \
+    "   result = CASE WHEN w.res = '' THEN d.result ELSE decode(w.res, 'hex') END"                 \
+    "   FROM w JOIN cur ON cur.agent_id = w.a AND cur.sequence = w.q"                              \
+    "   WHERE d.agent_id = w.a AND d.sequence = w.q"                                               \
+    "   AND aegis_delivery_rank(cur.status) < aegis_delivery_rank(w.st)"                           \
+    "   RETURNING d.agent_id, d.sequence, d.command_id, d.status, w.det),"                         \
+    " aa AS (UPDATE artifact_assignments x SET updated_at = now(),"                                \
+    "   status = CASE WHEN up.status = 'failed' THEN 'failed' WHEN cm.kind = 'fetch_artifact'"     \
+    "   THEN 'downloaded' ELSE 'loaded' END,"                                                      \
+    "   detail = CASE WHEN up.status = 'failed' THEN up.det ELSE '' END"                           \
+    "   FROM up JOIN commands cm ON cm.id = up.command_id"                                         \
+    "   WHERE x.command_id = up.command_id AND x.agent_id = up.agent_id"                           \
+    "   AND up.status IN ('succeeded', 'failed')),"                                                \
+    " m AS (SELECT agent_id, max(sequence) AS q FROM cur GROUP BY agent_id ORDER BY agent_id),"    \
+    " ag AS (UPDATE agents g SET last_acked_sequence = m.q, last_seen = now() FROM m"              \
+    "   WHERE g.id = m.agent_id AND g.last_acked_sequence < m.q)"                                  \
+    " SELECT s.i, coalesce(up.status, cur.status),"                                                \
+    "  coalesce(up.status IN ('succeeded', 'failed') AND up.status = s.st, false),"                \
+    "  extract(epoch FROM now() - cm.issued_at),"                                                  \
+    "  (SELECT count(pg_notify('" CTL_CHANNEL_DELIVERIES "', n.c::text))"                          \
+    "   FROM (SELECT DISTINCT command_id AS c FROM cur) n)"                                        \
+    " FROM s LEFT JOIN cur ON cur.agent_id = s.a AND cur.sequence = s.q AND cur.command_id = s.c"  \
+    " LEFT JOIN up ON up.agent_id = s.a AND up.sequence = s.q"                                     \
+    " LEFT JOIN commands cm ON cm.id = s.c ORDER BY s.i"
+
+int ctl_agent_batches_new(struct ctl_server *srv)
+{
+    char pump_sql[sizeof(SQL_PUMP_FMT) + 64];
+    snprintf(pump_sql, sizeof(pump_sql), SQL_PUMP_FMT, CTL_SUB_BATCH,
+             (double)srv->cfg.redeliver_base / 1e9);
+    /* Two statements of a kind at a time, the next one collecting meanwhile (a busy database
+     * gets fewer, bigger statements); a deadlock between two writers is retried by ctl_batch. */
+    struct ctl_batch_config auth_load = {
+        .name = "auth_load", .sql = SQL_AUTH_LOAD, .ncols = 1, .max_in_flight = 2};
+    struct ctl_batch_config auth_update = {
+        .name = "auth_update", .sql = SQL_AUTH_UPDATE, .ncols = 4, .max_in_flight = 2};
+    struct ctl_batch_config pump = {
+        .name = "pump", .sql = pump_sql, .ncols = 2, .binary_result = 1, .max_in_flight = 2};
+    struct ctl_batch_config ack = {.name = "ack", .sql = SQL_ACK, .ncols = 6, .max_in_flight = 2};
+    struct ctl_batch_config *all[] = {&auth_load, &auth_update, &pump, &ack};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        all[i]->max_items = srv->cfg.db_batch_items;
+        all[i]->queue_max = srv->cfg.db_batch_queue;
+    }
+    int rv = ctl_batch_new(srv->db, srv->loop, &auth_load, srv->mem, &srv->batch.auth_load);
+    if (rv == 0)
+        rv = ctl_batch_new(srv->db, srv->loop, &auth_update, srv->mem, &srv->batch.auth_update);
+    if (rv == 0)
+        rv = ctl_batch_new(srv->db, srv->loop, &pump, srv->mem, &srv->batch.pump);
+    if (rv == 0)
+        rv = ctl_batch_new(srv->db, srv->loop, &ack, srv->mem, &srv->batch.ack);
+    return rv;
 }
 
 /* ---- table -------------------------------------------------------------------------------- */

@@ -20,6 +20,16 @@
 #include <stdio.h>
 #include <string.h>
 
+/* A command for an agent whose Subscribe stream is on this instance: stored as delivered and
+ * written to the stream straight from memory once the rows are committed (no NOTIFY, no
+ * query per agent). */
+struct cmd_push {
+    char agent_id[37];
+    uint64_t seq;
+    uint8_t *signed_cmd;
+    size_t len;
+};
+
 struct cmd_job {
     char id[37];
     char kind[32];
@@ -30,6 +40,8 @@ struct cmd_job {
     size_t tmpl_len;
     int64_t issued_ns, expires_ns;
     ctl_cmd_done_cb done;
+    struct cmd_push *push;
+    size_t npush;
 };
 
 void ctl_cmd_job_free(struct ctl_rpc *r)
@@ -40,6 +52,9 @@ void ctl_cmd_job_free(struct ctl_rpc *r)
     aegis_free(r->srv->mem, j->selector_text);
     aegis_free(r->srv->mem, j->ids_array);
     aegis_free(r->srv->mem, j->tmpl);
+    for (size_t i = 0; i < j->npush; i++)
+        aegis_free(r->srv->mem, j->push[i].signed_cmd);
+    aegis_free(r->srv->mem, j->push);
     aegis_free(r->srv->mem, j);
     r->cmd_job = NULL;
 }
@@ -57,6 +72,9 @@ static void stored(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
 {
     struct cmd_job *j = r->cmd_job;
     if (rv == 0) {
+        for (size_t i = 0; i < j->npush; i++)
+            ctl_sub_push(r->srv, j->push[i].agent_id, j->push[i].seq, j->push[i].signed_cmd,
+                         j->push[i].len);
         char detail[160];
         snprintf(detail, sizeof(detail), "%s to %llu agents", j->kind,
                  (unsigned long long)ctl_db_result_ntuples(res));
@@ -88,14 +106,17 @@ static void sequenced(struct ctl_rpc *r, int rv, const struct ctl_db_result *res
     /* Arrays for unnest(): agent ids, sequences, hex of each SignedCommand. */
     size_t cap_ids = (size_t)n * 40 + 4, cap_seq = (size_t)n * 22 + 4, cap_sig = 4, off_sig = 0;
     char *ids = aegis_malloc(srv->mem, cap_ids), *seqs = aegis_malloc(srv->mem, cap_seq);
+    char *local = aegis_malloc(srv->mem, (size_t)n * 2 + 4);
     char *sigs = NULL;
-    size_t oi = 0, os = 0;
-    if (!ids || !seqs) {
+    size_t oi = 0, os = 0, ol = 0;
+    j->push = aegis_calloc(srv->mem, (size_t)n, sizeof(*j->push));
+    if (!ids || !seqs || !local || !j->push) {
         rv = -ENOMEM;
         goto out;
     }
     ids[oi++] = '{';
     seqs[os++] = '{';
+    local[ol++] = '{';
     for (int i = 0; i < n; i++) {
         const char *agent = ctl_db_result_value(res, i, 0);
         Aegis__V1__Command c = *tmpl;
@@ -127,6 +148,10 @@ static void sequenced(struct ctl_rpc *r, int rv, const struct ctl_db_result *res
         aegis_free(NULL, sig);
         if (rv != 0)
             goto out;
+        int here = ctl_sub_live(srv, agent);
+        if (i)
+            local[ol++] = ',';
+        local[ol++] = here ? 't' : 'f';
         if (off_sig + sbl * 2 + 4 > cap_sig) {
             size_t ncap = (off_sig + sbl * 2 + 4) * 2;
             char *ns = aegis_realloc(srv->mem, sigs, ncap);
@@ -144,7 +169,15 @@ static void sequenced(struct ctl_rpc *r, int rv, const struct ctl_db_result *res
             sigs[off_sig++] = ',';
         ctl_hex(sb, sbl, sigs + off_sig);
         off_sig += sbl * 2;
-        aegis_free(srv->mem, sb);
+        if (here) {
+            struct cmd_push *p = &j->push[j->npush++];
+            snprintf(p->agent_id, sizeof(p->agent_id), "%s", agent);
+            p->seq = c.sequence;
+            p->signed_cmd = sb;
+            p->len = sbl;
+        } else {
+            aegis_free(srv->mem, sb);
+        }
         oi += (size_t)snprintf(ids + oi, cap_ids - oi, "%s%s", i ? "," : "", agent);
         os += (size_t)snprintf(seqs + os, cap_seq - os, "%s%s", i ? "," : "",
                                ctl_db_result_value(res, i, 1));
@@ -155,6 +188,8 @@ static void sequenced(struct ctl_rpc *r, int rv, const struct ctl_db_result *res
     seqs[os] = '\0';
     sigs[off_sig++] = '}';
     sigs[off_sig] = '\0';
+    local[ol++] = '}';
+    local[ol] = '\0';
     {
         char *thex = aegis_malloc(srv->mem, j->tmpl_len * 2 + 1);
         if (!thex) {
@@ -162,12 +197,15 @@ static void sequenced(struct ctl_rpc *r, int rv, const struct ctl_db_result *res
             goto out;
         }
         ctl_hex(j->tmpl, j->tmpl_len, thex);
-        char iss[32], exp[32];
+        char iss[32], exp[32], base[32];
         snprintf(iss, sizeof(iss), "%lld", (long long)j->issued_ns);
         snprintf(exp, sizeof(exp), "%lld", (long long)j->expires_ns);
-        const char *v[10] = {j->id,         j->kind,          thex, iss,  exp,
-                             j->created_by, j->selector_text, ids,  seqs, sigs};
-        /* The pg_notify()s are delivered at commit, to every instance. */
+        snprintf(base, sizeof(base), "%.3f", (double)srv->cfg.redeliver_base / 1e9);
+        const char *v[12] = {j->id, j->kind, thex, iss,   exp, j->created_by, j->selector_text,
+                             ids,   seqs,    sigs, local, base};
+        /* Rows of agents subscribed here are stored as delivered and pushed from memory
+         * after the commit (stored()); the others are queued and their instance is woken by
+         * NOTIFY, delivered at commit to every instance. */
         ctl_rpc_db(
             r,
             "WITH c AS (INSERT INTO commands (id, kind, payload, issued_at, expires_at,"
@@ -175,17 +213,23 @@ static void sequenced(struct ctl_rpc *r, int rv, const struct ctl_db_result *res
             "   to_timestamp($4::float8 / 1e9), to_timestamp($5::float8 / 1e9), $6, $7,"
             "   (SELECT coalesce(array_agg(x), '{}') FROM unnest($8::text[]) x)) RETURNING id),"
             " d AS (INSERT INTO deliveries (agent_id, sequence, command_id, expires_at,"
-            "   signed) SELECT t.a, t.q, (SELECT id FROM c), to_timestamp($5::float8 / 1e9),"
-            "   decode(t.s, 'hex') FROM unnest($8::uuid[], $9::bigint[], $10::text[])"
-            "   AS t(a, q, s) RETURNING agent_id)"
-            " SELECT agent_id, pg_notify('" CTL_CHANNEL_COMMANDS "', agent_id::text) FROM d",
-            10, v, NULL, NULL, stored);
+            "   signed, status, attempts, delivered_at, next_retry_at)"
+            "   SELECT t.a, t.q, (SELECT id FROM c), to_timestamp($5::float8 / 1e9),"
+            "   decode(t.s, 'hex'), CASE WHEN t.l THEN 'delivered' ELSE 'queued' END,"
+            "   CASE WHEN t.l THEN 1 ELSE 0 END, CASE WHEN t.l THEN now() END,"
+            "   CASE WHEN t.l THEN now() + make_interval(secs => $12::float8) END"
+            "   FROM unnest($8::uuid[], $9::bigint[], $10::text[], $11::boolean[])"
+            "   AS t(a, q, s, l) RETURNING agent_id, status)"
+            " SELECT agent_id, CASE WHEN status = 'queued' THEN"
+            "   pg_notify('" CTL_CHANNEL_COMMANDS "', agent_id::text) END FROM d",
+            12, v, NULL, NULL, stored);
         aegis_free(srv->mem, thex);
         rv = 0;
     }
 out:
     aegis_free(srv->mem, ids);
     aegis_free(srv->mem, seqs);
+    aegis_free(srv->mem, local);
     aegis_free(srv->mem, sigs);
     aegis_proto_free(&tmpl->base, srv->mem);
     if (rv != 0)
@@ -248,10 +292,15 @@ int ctl_cmd_create(struct ctl_rpc *r, const struct ctl_cmd_spec *spec, ctl_cmd_d
         return rv;
     }
     const char *v[2] = {j->ids_array, j->selector_text};
+    /* The target rows are locked in id order, like every statement that updates many agents
+     * (the Ack and Authenticate batches), so they queue behind each other instead of
+     * deadlocking. */
     return ctl_rpc_db(r,
-                      "UPDATE agents SET next_sequence = next_sequence + 1"
-                      " WHERE status = 'enrolled' AND (id::text = ANY($1::text[])"
+                      "WITH lk AS (SELECT id FROM agents WHERE status = 'enrolled'"
+                      " AND (id::text = ANY($1::text[])"
                       " OR ($2 <> '' AND labels @> nullif($2, '')::jsonb))"
-                      " RETURNING id::text, next_sequence - 1",
+                      " ORDER BY id FOR NO KEY UPDATE)"
+                      " UPDATE agents g SET next_sequence = g.next_sequence + 1 FROM lk"
+                      " WHERE g.id = lk.id RETURNING g.id::text, g.next_sequence - 1",
                       2, v, NULL, NULL, sequenced);
 }

@@ -18,31 +18,57 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Chunk rows fetched per query: 4 x 64 KiB keeps a stream's memory at 256 KiB, one send
- * window's worth. */
+/* Chunks read per query: 4 x 64 KiB, one send window's worth. */
 #define FETCH_ROWS 4
 
 /* ---- FetchArtifact ------------------------------------------------------------------------ */
 
 struct fetch_state {
+    uint8_t sha[32];
     char sha_hex[65];
     uint64_t size, chunk_size, offset;
     uint8_t *statement, *signature;
     size_t statement_len, signature_len;
     char key_id[64];
     int header_sent;
-    int busy;
-    /* Rows fetched and not yet sent. */
-    uint8_t *rows[FETCH_ROWS];
-    size_t row_len[FETCH_ROWS];
-    uint64_t row_start[FETCH_ROWS];
+    int busy; /* waiting for a chunk read */
+    /* Chunks held (shared with the cache) and not yet sent. */
+    const struct ctl_artchunk *rows[FETCH_ROWS];
     int nrows, next_row;
     /* A packed message that got -EAGAIN. */
     uint8_t *pending;
     size_t pending_len;
 };
 
+/*
+ * One read of up to FETCH_ROWS chunks of an artifact from PostgreSQL, shared by every stream
+ * that needs one of those chunks meanwhile: 1,000 agents starting the same artifact together
+ * cost one query per 4 chunks, not 1,000.
+ */
+struct ctl_art_load {
+    struct ctl_server *srv;
+    uint8_t sha[32];
+    uint32_t first;
+    struct ctl_rpc **waiters;
+    size_t nwaiters, cap;
+    struct ctl_art_load *next;
+};
+
+/* A stream waits on a read at most this long in line behind others: bounded by the streams
+ * themselves (each waits on one read at a time), this only caps one array's growth step. */
+#define LOAD_WAITERS_STEP 16u
+
 static void fetch_more(struct ctl_rpc *r);
+
+static void rows_release(struct ctl_rpc *r)
+{
+    struct fetch_state *st = r->state;
+    for (int i = 0; i < st->nrows; i++) {
+        ctl_artcache_release(r->srv->artcache, st->rows[i]);
+        st->rows[i] = NULL;
+    }
+    st->nrows = st->next_row = 0;
+}
 
 void ctl_fetch_free(struct ctl_rpc *r)
 {
@@ -50,8 +76,7 @@ void ctl_fetch_free(struct ctl_rpc *r)
     if (!st)
         return;
     const struct aegis_mem *mem = r->srv->mem;
-    for (int i = 0; i < FETCH_ROWS; i++)
-        aegis_free(mem, st->rows[i]);
+    rows_release(r);
     aegis_free(mem, st->statement);
     aegis_free(mem, st->signature);
     aegis_free(mem, st->pending);
@@ -75,6 +100,31 @@ static void fetch_noted(int rv, const struct ctl_db_result *res, void *ud)
     (void)rv;
     (void)res;
     (void)ud;
+}
+
+/* Share of the 16 most frequent byte values in a chunk, in 1/1024: about 64 for random or
+ * already-compressed bytes, several hundred for text and executables. */
+#define COMPRESSIBLE_TOP16 128
+
+/* compressible guesses from the first chunk whether zstd would shrink the artifact: trying
+ * (and failing) on every chunk of a compressed artifact for every agent costs a core. */
+static int compressible(const struct ctl_artchunk *c)
+{
+    uint32_t count[256] = {0};
+    if (c->len < 1024)
+        return 1;
+    for (size_t i = 0; i < c->len; i++)
+        count[c->data[i]]++;
+    uint64_t top = 0;
+    for (int k = 0; k < 16; k++) {
+        int best = 0;
+        for (int v = 1; v < 256; v++)
+            if (count[v] > count[best])
+                best = v;
+        top += count[best];
+        count[best] = 0;
+    }
+    return top * 1024 / c->len > COMPRESSIBLE_TOP16;
 }
 
 /* Sends what is buffered; returns 1 when blocked, 0 otherwise. */
@@ -105,6 +155,7 @@ static int fetch_pump(struct ctl_rpc *r)
                                " ELSE status END, updated_at = now()"
                                " WHERE artifact = decode($1, 'hex') AND agent_id = $2",
                                3, v, NULL, NULL, 0, fetch_noted, NULL);
+            rows_release(r);
             ctl_rpc_finish(r, AEGIS_GRPC_OK, "");
             return 1;
         }
@@ -115,6 +166,14 @@ static int fetch_pump(struct ctl_rpc *r)
         Aegis__V1__ArtifactChunk ch = AEGIS__V1__ARTIFACT_CHUNK__INIT;
         Aegis__V1__ArtifactHeader hdr = AEGIS__V1__ARTIFACT_HEADER__INIT;
         if (!st->header_sent) {
+            /* zstd on the wire when the agent accepts it (DESIGN §2) and the content would
+             * shrink; decided before the first message, which carries the headers. */
+            if (st->next_row < st->nrows && compressible(st->rows[st->next_row])) {
+                int crv = aegis_call_set_compress(r->call, 1);
+                if (crv != 0 && crv != AEGIS_ERR_UNSUPPORTED)
+                    AEGIS_LOG(&r->srv->log, AEGIS_LOG_DEBUG, "call=FetchArtifact zstd=off err=%s",
+                              aegis_strerror(crv));
+            }
             hdr.statement.data = st->statement;
             hdr.statement.len = st->statement_len;
             hdr.signature.data = st->signature;
@@ -125,10 +184,11 @@ static int fetch_pump(struct ctl_rpc *r)
         }
         ch.offset = st->offset;
         if (st->next_row < st->nrows) {
-            int i = st->next_row;
-            uint64_t skip = st->offset - st->row_start[i]; /* > 0 only on a resumed first row */
-            ch.data.data = st->rows[i] + skip;
-            ch.data.len = st->row_len[i] - skip;
+            const struct ctl_artchunk *c = st->rows[st->next_row];
+            uint64_t start = (uint64_t)c->idx * st->chunk_size;
+            uint64_t skip = st->offset - start; /* > 0 only on a resumed first row */
+            ch.data.data = (uint8_t *)c->data + skip;
+            ch.data.len = c->len - skip;
             st->offset += ch.data.len;
             st->next_row++;
         }
@@ -140,60 +200,152 @@ static int fetch_pump(struct ctl_rpc *r)
     }
 }
 
-static void fetch_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
+/* take_rows holds the chunks that continue the stream from its offset: from the cache, or
+ * from got[0..n-1] (a finished read). Returns the number held; -1 if a chunk is damaged. */
+static int take_rows(struct ctl_rpc *r, const struct ctl_artchunk *const *got, int n)
 {
     struct fetch_state *st = r->state;
-    const struct aegis_mem *mem = r->srv->mem;
-    st->busy = 0;
-    if (rv != 0) {
-        ctl_rpc_fail_db(r, rv, res);
-        return;
+    struct ctl_artcache *cache = r->srv->artcache;
+    rows_release(r);
+    uint64_t expect = st->offset; /* chunks must cover the stream contiguously */
+    while (st->nrows < FETCH_ROWS && expect < st->size) {
+        uint32_t idx = (uint32_t)(expect / st->chunk_size);
+        const struct ctl_artchunk *c = ctl_artcache_get(cache, st->sha, idx);
+        for (int i = 0; !c && i < n; i++)
+            if (got[i]->idx == idx) {
+                c = got[i];
+                ctl_artcache_ref(cache, c);
+            }
+        if (!c)
+            break;
+        uint64_t start = (uint64_t)idx * st->chunk_size;
+        st->rows[st->nrows++] = c;
+        if (c->len == 0 || start + c->len <= expect || start + c->len > st->size)
+            return -1;
+        expect = start + c->len;
     }
-    int n = ctl_db_result_ntuples(res);
-    for (int i = 0; i < FETCH_ROWS; i++) {
-        aegis_free(mem, st->rows[i]);
-        st->rows[i] = NULL;
-    }
-    st->nrows = st->next_row = 0;
-    uint64_t expect = st->offset; /* rows must cover the stream contiguously from offset */
-    for (int i = 0; i < n && i < FETCH_ROWS; i++) {
-        uint64_t idx = (uint64_t)ctl_i64(ctl_db_result_value(res, i, 0));
-        size_t len;
-        uint8_t *b = unhex_dup(mem, ctl_db_result_value(res, i, 1), &len);
-        uint64_t start = idx * st->chunk_size;
-        if (!b || len == 0 || start > expect || start + len <= expect || start + len > st->size) {
-            aegis_free(mem, b);
-            ctl_rpc_fail(r, AEGIS_GRPC_DATA_LOSS, "artifact chunk %llu missing or damaged",
-                         (unsigned long long)idx);
-            return;
+    return st->nrows;
+}
+
+static void load_done(int rv, const struct ctl_db_result *res, void *ud)
+{
+    struct ctl_art_load *l = ud;
+    struct ctl_server *srv = l->srv;
+    const struct ctl_artchunk *got[FETCH_ROWS];
+    int n = 0;
+    /* Off the list first: a waiter's next read must start a new one. */
+    for (struct ctl_art_load **pp = &srv->art_loads; *pp; pp = &(*pp)->next)
+        if (*pp == l) {
+            *pp = l->next;
+            break;
         }
-        st->rows[st->nrows] = b;
-        st->row_len[st->nrows] = len;
-        st->row_start[st->nrows] = start;
-        st->nrows++;
-        expect = start + len;
+    if (rv == 0) {
+        int nt = ctl_db_result_ntuples(res);
+        for (int i = 0; i < nt && n < FETCH_ROWS; i++) {
+            const char *v = ctl_db_result_value(res, i, 0);
+            if (ctl_db_result_length(res, i, 0) != 8)
+                continue;
+            uint64_t idx = 0;
+            for (int k = 0; k < 8; k++)
+                idx = (idx << 8) | (uint8_t)v[k];
+            if (ctl_artcache_put(srv->artcache, l->sha, (uint32_t)idx,
+                                 (const uint8_t *)ctl_db_result_value(res, i, 1),
+                                 (size_t)ctl_db_result_length(res, i, 1), &got[n]) == 0)
+                n++;
+        }
     }
-    if (st->nrows == 0) {
-        ctl_rpc_fail(r, AEGIS_GRPC_DATA_LOSS, "artifact content ends before its size");
-        return;
+    for (size_t w = 0; w < l->nwaiters; w++) {
+        struct ctl_rpc *r = l->waiters[w];
+        struct fetch_state *st = r->state;
+        if (r->call && !r->finished && st) {
+            st->busy = 0;
+            int k = rv == 0 ? take_rows(r, got, n) : 0;
+            if (rv != 0)
+                ctl_rpc_fail_db(r, rv, res);
+            else if (k <= 0)
+                ctl_rpc_fail(r, AEGIS_GRPC_DATA_LOSS, "artifact chunk %llu missing or damaged",
+                             (unsigned long long)(st->offset / st->chunk_size));
+            else
+                fetch_pump(r);
+        }
+        ctl_rpc_unhold(r);
     }
-    fetch_pump(r);
+    for (int i = 0; i < n; i++)
+        ctl_artcache_release(srv->artcache, got[i]);
+    aegis_free(srv->mem, l->waiters);
+    aegis_free(srv->mem, l);
+}
+
+static int load_wait(struct ctl_art_load *l, struct ctl_rpc *r)
+{
+    if (l->nwaiters == l->cap) {
+        size_t ncap = l->cap + LOAD_WAITERS_STEP;
+        struct ctl_rpc **w = aegis_realloc(r->srv->mem, l->waiters, ncap * sizeof(*w));
+        if (!w)
+            return -ENOMEM;
+        l->waiters = w;
+        l->cap = ncap;
+    }
+    l->waiters[l->nwaiters++] = r;
+    ctl_rpc_hold(r);
+    return 0;
 }
 
 static void fetch_more(struct ctl_rpc *r)
 {
     struct fetch_state *st = r->state;
+    struct ctl_server *srv = r->srv;
     if (st->busy)
         return;
-    char idx[32];
-    snprintf(idx, sizeof(idx), "%llu", (unsigned long long)(st->offset / st->chunk_size));
-    const char *v[2] = {st->sha_hex, idx};
+    int k = take_rows(r, NULL, 0);
+    if (k < 0) {
+        ctl_rpc_fail(r, AEGIS_GRPC_DATA_LOSS, "artifact chunk missing or damaged");
+        return;
+    }
+    if (k > 0) {
+        fetch_pump(r);
+        return;
+    }
+    uint32_t idx = (uint32_t)(st->offset / st->chunk_size);
+    /* A read already covering this chunk: wait for it. */
+    for (struct ctl_art_load *l = srv->art_loads; l; l = l->next) {
+        if (memcmp(l->sha, st->sha, 32) == 0 && idx >= l->first && idx < l->first + FETCH_ROWS) {
+            if (load_wait(l, r) != 0) {
+                ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
+                return;
+            }
+            st->busy = 1;
+            return;
+        }
+    }
+    struct ctl_art_load *l = aegis_calloc(srv->mem, 1, sizeof(*l));
+    if (!l || load_wait(l, r) != 0) {
+        aegis_free(srv->mem, l);
+        ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
+        return;
+    }
+    l->srv = srv;
+    memcpy(l->sha, st->sha, 32);
+    l->first = idx;
+    char first[16];
+    snprintf(first, sizeof(first), "%u", idx);
+    const char *v[2] = {st->sha_hex, first};
+    /* Binary result: the chunk bytes as stored, no hex on either side. */
+    int rv = ctl_db_exec_params(srv->db,
+                                "SELECT idx::int8, data FROM artifact_chunks"
+                                " WHERE sha256 = decode($1, 'hex') AND idx >= $2::int"
+                                " ORDER BY idx LIMIT 4",
+                                2, v, NULL, NULL, 1, load_done, l);
+    if (rv != 0) {
+        aegis_free(srv->mem, l->waiters);
+        aegis_free(srv->mem, l);
+        ctl_rpc_fail_db(r, rv, NULL);
+        ctl_rpc_unhold(r);
+        return;
+    }
+    l->next = srv->art_loads;
+    srv->art_loads = l;
     st->busy = 1;
-    if (ctl_rpc_db(r,
-                   "SELECT idx, encode(data, 'hex') FROM artifact_chunks"
-                   " WHERE sha256 = decode($1, 'hex') AND idx >= $2::int ORDER BY idx LIMIT 4",
-                   2, v, NULL, NULL, fetch_rows) != 0)
-        st->busy = 0;
 }
 
 static void fetch_meta(struct ctl_rpc *r, int rv, const struct ctl_db_result *res)
@@ -247,12 +399,7 @@ void ctl_fetch_start(struct ctl_rpc *r)
     }
     r->state = st;
     ctl_rpc_list_stream(r);
-    /* zstd on the wire when the agent accepts it (DESIGN §2); chunks of an
-     * already-compressed artifact go plain, as they would not shrink. */
-    int crv = aegis_call_set_compress(r->call, 1);
-    if (crv != 0 && crv != AEGIS_ERR_UNSUPPORTED)
-        AEGIS_LOG(&r->srv->log, AEGIS_LOG_DEBUG, "call=FetchArtifact zstd=off err=%s",
-                  aegis_strerror(crv));
+    memcpy(st->sha, req->sha256.data, 32);
     ctl_hex(req->sha256.data, 32, st->sha_hex);
     const char *v[1] = {st->sha_hex};
     ctl_rpc_db(r,

@@ -2,7 +2,7 @@
 # binary against a throwaway PostgreSQL (tests/support/pgtmp), driven by a C client over the
 # transport (ctl_svc_harness.c) acting as agents and operators. Labels integration;db.
 if(TARGET aegis-control)
-  foreach(t enroll cmd data dbrestart)
+  foreach(t enroll cmd data dbrestart batch)
     if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_ctl_svc_${t}.c)
       aegis_pg_test(test_ctl_svc_${t}
         SOURCES test_ctl_svc_${t}.c ctl_svc_harness.c ctl_test_util.c
@@ -16,8 +16,15 @@ if(TARGET aegis-control)
   endforeach()
 endif()
 
+# The per-loop-turn statement batches (ctl_batch.c) against a real PostgreSQL.
+if(TARGET ctl_services)
+  aegis_pg_test(test_ctl_batch SOURCES test_ctl_batch.c ctl_test_util.c
+                LIBS ctl_services ctl_core TIMEOUT 120)
+endif()
+
 # Pure helpers of the daemon (no database).
 if(TARGET ctl_services)
+  aegis_unit_test(test_ctl_artcache SOURCES test_ctl_artcache.c LIBS ctl_services)
   aegis_unit_test(test_ctl_svc_util SOURCES test_ctl_svc_util.c LIBS ctl_services)
   # Operator-supplied selectors are parsed by the daemon: fuzzed, corpus replayed under ctest.
   aegis_fuzz_target(fuzz_ctl_selector SOURCE ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_ctl_selector.c
