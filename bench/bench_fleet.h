@@ -8,6 +8,9 @@
  *   bench_fleet_oper.c   the operator connection (SendCommand, AssignArtifact, CreateToken)
  *   bench_fleet_db.c     libpq: enrolling identities with COPY, polling deliveries
  *   bench_fleet_ident.c  identities issued up front with aegis_pki against the fleet CA
+ *   fleet_sim.c          aegis-fleet-sim: the agents against an external control, counting
+ *                        each command's effects per agent (fault suite, soak)
+ * (agent, db and ident form the static library aegis_bench_fleet_lib, bench_fleet.cmake)
  *
  * One thread, one libev loop. Every agent has its own socket and its own client endpoint
  * (its own certificate); a single ev_prepare flushes only the agents touched since the last
@@ -64,6 +67,7 @@ struct fleet_cmd {
     uint8_t sha[32];
     uint64_t fetched, fetch_size;
     int fetching;
+    int dup; /* already executed (fleet.on_command said so): acknowledged as a duplicate */
 };
 
 struct fleet_agent {
@@ -89,6 +93,9 @@ struct fleet_agent {
     uint64_t tel_batch;
     int tel_outstanding;
     int enrolled;
+    /* Lowest sequence dropped because the journal was full (0 = none): the next Subscribe
+     * starts below it so the server sends it again. */
+    uint64_t resub_floor;
 };
 
 /* Counters the scenarios read. */
@@ -128,6 +135,18 @@ struct fleet {
     uint64_t rng;
     /* enroll scenario */
     const char *enroll_token;
+    /* Set before fleet_init: bind every agent to this IPv4 address (port chosen by the
+     * kernel) instead of 127.0.0.1..nsrc; used inside a network namespace. */
+    const char *bind_ip;
+    /* Optional hooks (aegis-fleet-sim). on_command is called once per SignedCommand that is
+     * not already in the agent's pending journal; it returns 1 if the command takes effect
+     * now (first time this agent sees the id), 0 if it already took effect (then it is
+     * acknowledged SUCCEEDED as a duplicate, not run again). Without it, a command whose
+     * sequence is at or below the last acknowledged one counts as a duplicate. on_succeeded
+     * is called when a SUCCEEDED ack was committed by the server. */
+    int (*on_command)(struct fleet *f, struct fleet_agent *a, const char *command_id,
+                      uint64_t sequence);
+    void (*on_succeeded)(struct fleet *f, struct fleet_agent *a, const char *command_id);
 };
 
 /* bench_fleet_ident.c */
@@ -137,6 +156,7 @@ void fleet_ident_free(struct fleet_ident *ids, size_t n);
 char *fleet_slurp(const char *dir, const char *name, size_t *plen);
 
 /* bench_fleet_agent.c */
+extern const char *fleet_prog; /* prefix of the messages printed on stderr */
 int fleet_init(struct fleet *f, struct ev_loop *loop, size_t n, struct fleet_ident *ids,
                const char *server, const char *pin, unsigned nsrc);
 void fleet_free(struct fleet *f);

@@ -39,13 +39,14 @@
 
 static struct fleet *F;
 static unsigned reported_fail;
+const char *fleet_prog = "aegis-bench-fleet";
 
 /* Prints the first few call failures (the counters keep counting). */
 static void report_fail(const struct fleet_agent *a, const char *what,
                         const struct aegis_call_status *st)
 {
     if (reported_fail++ < 3 * MAX_REPORTED_CLOSES)
-        fprintf(stderr, "aegis-bench-fleet: agent %zu: %s: %s %s\n", a->idx, what,
+        fprintf(stderr, "%s: agent %zu: %s: %s %s\n", fleet_prog, a->idx, what,
                 aegis_grpc_status_name(st->code), st->message ? st->message : "");
 }
 static uint8_t rxbuf[RX_BATCH][MTU];
@@ -242,9 +243,12 @@ static void ack_close(struct aegis_call *call, const struct aegis_call_status *s
     if (st->code != AEGIS_GRPC_OK) {
         F->st.acks_failed++;
         report_fail(a, "Ack", st);
-        /* Lost with the connection: sent again after the next Authenticate (pending-ack
-         * journal). Refused outright (NOT_FOUND...): give up on it. */
-        if (st->code != AEGIS_GRPC_UNAVAILABLE && st->code != AEGIS_GRPC_CANCELLED)
+        /* Refused for good (like the real agent: INVALID_ARGUMENT, NOT_FOUND,
+         * FAILED_PRECONDITION, PERMISSION_DENIED): give up on it. Anything else (lost with
+         * the connection, shed, the database away): sent again from the pending-ack journal,
+         * on this connection after the hint or after the next Authenticate. */
+        if (st->code == AEGIS_GRPC_INVALID_ARGUMENT || st->code == AEGIS_GRPC_NOT_FOUND ||
+            st->code == AEGIS_GRPC_FAILED_PRECONDITION || st->code == AEGIS_GRPC_PERMISSION_DENIED)
             c->next_state = 0;
         else if (a->conn)
             retry_later(a, st);
@@ -258,6 +262,8 @@ static void ack_close(struct aegis_call *call, const struct aegis_call_status *s
         }
     } else {
         F->st.acks_ok++;
+        if (F->on_succeeded)
+            F->on_succeeded(F, a, c->id);
         if (F->cmd_t0)
             fleet_sample(F, aegis_now() - F->cmd_t0);
         if (c->seq > a->acked_seq)
@@ -285,7 +291,7 @@ static void pump_acks(struct fleet_agent *a)
         req.command_id = c->id;
         req.sequence = c->seq;
         req.state = (Aegis__V1__CommandState)c->next_state;
-        req.duplicate = c->seq <= a->acked_seq;
+        req.duplicate = c->dup || (!F->on_command && c->seq <= a->acked_seq);
         struct aegis_call *call;
         if (start_call(a, "Ack", AEGIS_RPC_UNARY, &cbs, &call) != 0)
             return;
@@ -381,12 +387,21 @@ static int sub_msg(struct aegis_call *call, const uint8_t *msg, size_t len, void
         if (!c->next_state && !c->in_flight && !c->fetching && !slot)
             slot = c;
     }
-    if (!slot)
-        goto out; /* journal full: the server redelivers later */
+    if (!slot) {
+        /* Journal full: the server redelivers later (and the next Subscribe starts below). */
+        if (!a->resub_floor || cmd->sequence < a->resub_floor)
+            a->resub_floor = cmd->sequence;
+        goto out;
+    }
     memset(slot, 0, sizeof(*slot));
     snprintf(slot->id, sizeof(slot->id), "%s", cmd->id);
     slot->seq = cmd->sequence;
-    if (cmd->sequence <= a->acked_seq) {
+    if (a->resub_floor == cmd->sequence)
+        a->resub_floor = 0;
+    int dup = F->on_command ? !F->on_command(F, a, cmd->id, cmd->sequence)
+                            : cmd->sequence <= a->acked_seq;
+    if (dup) {
+        slot->dup = 1;
         F->st.dup_cmds++; /* executed already: acknowledge again, do not re-run */
         slot->next_state = AEGIS__V1__COMMAND_STATE__COMMAND_STATE_SUCCEEDED;
     } else {
@@ -423,6 +438,8 @@ static void subscribe(struct fleet_agent *a)
     static const struct aegis_call_callbacks cbs = {.on_message = sub_msg, .on_close = sub_close};
     Aegis__V1__SubscribeRequest req = AEGIS__V1__SUBSCRIBE_REQUEST__INIT;
     req.after_sequence = a->acked_seq;
+    if (a->resub_floor && a->resub_floor - 1 < req.after_sequence)
+        req.after_sequence = a->resub_floor - 1;
     if (start_call(a, "Subscribe", AEGIS_RPC_SERVER_STREAMING, &cbs, &a->sub) != 0) {
         a->sub = NULL;
         return;
@@ -480,7 +497,7 @@ static int auth_msg(struct aegis_call *call, const uint8_t *msg, size_t len, voi
         } else if (!m->result->ok) {
             F->st.auth_failed++;
             if (F->st.auth_failed <= MAX_REPORTED_CLOSES)
-                fprintf(stderr, "aegis-bench-fleet: agent %zu: Authenticate refused: %s\n", a->idx,
+                fprintf(stderr, "%s: agent %zu: Authenticate refused: %s\n", fleet_prog, a->idx,
                         m->result->detail);
         }
     }
@@ -540,7 +557,7 @@ static void enroll_close(struct aegis_call *call, const struct aegis_call_status
     } else {
         F->st.enroll_failed++;
         if (F->st.enroll_failed <= MAX_REPORTED_CLOSES)
-            fprintf(stderr, "aegis-bench-fleet: agent %zu: Enroll: %s %s\n", a->idx,
+            fprintf(stderr, "%s: agent %zu: Enroll: %s %s\n", fleet_prog, a->idx,
                     aegis_grpc_status_name(st->code), st->message);
     }
     a->phase = FA_IDLE;
@@ -748,7 +765,7 @@ static void on_closed(struct aegis_conn *conn, const struct aegis_close_reason *
         F->st.ready--;
     if (F->st.closes <= MAX_REPORTED_CLOSES && a->phase != FA_IDLE) {
         char b[256];
-        fprintf(stderr, "aegis-bench-fleet: agent %zu: connection closed: %s\n", a->idx,
+        fprintf(stderr, "%s: agent %zu: connection closed: %s\n", fleet_prog, a->idx,
                 aegis_close_reason_format(why, b, sizeof(b)));
     }
     if (a->phase == FA_ENROLLING)
@@ -846,9 +863,12 @@ int fleet_init(struct fleet *f, struct ev_loop *loop, size_t n, struct fleet_ide
         struct fleet_agent *a = &f->agents[i];
         a->idx = i;
         a->id = &ids[i];
-        /* Spread over 127.0.0.1..nsrc so no source address runs out of ports. */
+        /* Spread over 127.0.0.1..nsrc so no source address runs out of ports (or on the one
+         * address given). */
         struct sockaddr_in sin = {.sin_family = AF_INET};
         sin.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(i % (nsrc ? nsrc : 1)));
+        if (f->bind_ip && inet_pton(AF_INET, f->bind_ip, &sin.sin_addr) != 1)
+            return -EINVAL;
         a->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (a->fd < 0)
             return -errno;

@@ -25,7 +25,7 @@ int fleet_db_open(const char *dsn, struct fleet_db **pdb)
         return -ENOMEM;
     db->pg = PQconnectdb(dsn);
     if (PQstatus(db->pg) != CONNECTION_OK) {
-        fprintf(stderr, "aegis-bench-fleet: cannot connect to PostgreSQL (%s): %s", dsn,
+        fprintf(stderr, "%s: cannot connect to PostgreSQL (%s): %s", fleet_prog, dsn,
                 PQerrorMessage(db->pg));
         PQfinish(db->pg);
         free(db);
@@ -58,7 +58,7 @@ int fleet_db_enroll(struct fleet_db *db, const struct fleet_ident *ids, size_t n
     PGresult *r = PQexec(db->pg, "COPY agents (id, host_id, hostname, spki_sha256,"
                                  " machine_id_hash, version, labels) FROM STDIN");
     if (PQresultStatus(r) != PGRES_COPY_IN) {
-        fprintf(stderr, "aegis-bench-fleet: COPY agents: %s", PQerrorMessage(db->pg));
+        fprintf(stderr, "%s: COPY agents: %s", fleet_prog, PQerrorMessage(db->pg));
         PQclear(r);
         return AEGIS_ERR_DATABASE;
     }
@@ -81,7 +81,7 @@ int fleet_db_enroll(struct fleet_db *db, const struct fleet_ident *ids, size_t n
         rv = AEGIS_ERR_DATABASE;
     while ((r = PQgetResult(db->pg)) != NULL) {
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            fprintf(stderr, "aegis-bench-fleet: COPY agents: %s", PQresultErrorMessage(r));
+            fprintf(stderr, "%s: COPY agents: %s", fleet_prog, PQresultErrorMessage(r));
             rv = AEGIS_ERR_DATABASE;
         }
         PQclear(r);
@@ -94,7 +94,7 @@ int fleet_db_row(struct fleet_db *db, const char *sql, const char *param, char o
     const char *v[1] = {param};
     PGresult *r = PQexecParams(db->pg, sql, param ? 1 : 0, NULL, v, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || PQnfields(r) < ncols) {
-        fprintf(stderr, "aegis-bench-fleet: query failed: %s (%s)\n", PQresultErrorMessage(r), sql);
+        fprintf(stderr, "%s: query failed: %s (%s)\n", fleet_prog, PQresultErrorMessage(r), sql);
         PQclear(r);
         return AEGIS_ERR_DATABASE;
     }

@@ -2,13 +2,15 @@
 # fleet_run.sh: the fleet benchmark end to end on this machine.
 #
 #   bench/fleet_run.sh [--build DIR] [--n N] [--scenario LIST] [--artifact-mib M] [--out DIR]
-#                      [--bench BIN --control BIN --certs BIN --aegisctl BIN] [-- BENCH ARGS...]
+#                      [--bench BIN --control BIN --certs BIN --aegisctl BIN --flood BIN]
+#                      [-- BENCH ARGS...]
 #
 # Starts a throwaway PostgreSQL (tests/support/pgtmp.sh start/stop; or uses AEGIS_TEST_PG_DSN
 # when run under `pgtmp.sh run`, as ctest does), makes a fleet PKI with aegis-certs (CA,
 # server, operator "bench", an artifact-signing key), uploads a random artifact with aegisctl
 # when the artifact scenario is asked for (a short-lived aegis-control for the upload), then
-# runs aegis-bench-fleet, which starts aegis-control itself, runs the scenarios and prints one
+# runs aegis-bench-fleet, which starts aegis-control itself (two instances for `scaleout`; it
+# also starts and stops aegis-bench-flood for `flood`), runs the scenarios and prints one
 # "RESULT mode=fleet scenario=..." line each. Everything started here is stopped by its PID.
 # Exit status: the bench's (with --check after "--": 1 unless every agent authenticated and
 # every ack is durable).
@@ -21,7 +23,7 @@ N=1000
 SCENARIO=connect,idle,fanout
 ART_MIB=10
 OUT=
-BENCH= CONTROL= CERTS= AEGISCTL=
+BENCH= CONTROL= CERTS= AEGISCTL= FLOOD=
 while [ $# -gt 0 ]; do
     case "$1" in
     --build) BUILD=$2; shift 2 ;;
@@ -33,8 +35,9 @@ while [ $# -gt 0 ]; do
     --control) CONTROL=$2; shift 2 ;;
     --certs) CERTS=$2; shift 2 ;;
     --aegisctl) AEGISCTL=$2; shift 2 ;;
+    --flood) FLOOD=$2; shift 2 ;;
     --) shift; break ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "fleet_run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -42,6 +45,7 @@ BENCH=${BENCH:-$BUILD/bin/aegis-bench-fleet}
 CONTROL=${CONTROL:-$BUILD/bin/aegis-control}
 CERTS=${CERTS:-$BUILD/bin/aegis-certs}
 AEGISCTL=${AEGISCTL:-$BUILD/bin/aegisctl}
+FLOOD=${FLOOD:-$BUILD/bin/aegis-bench-flood}
 for b in "$BENCH" "$CONTROL" "$CERTS" "$AEGISCTL"; do
     [ -x "$b" ] || { echo "fleet_run.sh: $b is not built (cmake --build $BUILD)" >&2; exit 2; }
 done
@@ -61,10 +65,14 @@ cleanup() {
     if [ $rc -ne 0 ] && [ -f "$WORK/aegis-control.log" ]; then
         echo "---- aegis-control log (last 30 lines) ----" >&2
         tail -n 30 "$WORK/aegis-control.log" >&2
+        if [ -f "$WORK/aegis-control-2.log" ]; then
+            echo "---- aegis-control instance 2 log (last 30 lines) ----" >&2
+            tail -n 30 "$WORK/aegis-control-2.log" >&2
+        fi
     fi
     if [ -n "$OUT" ]; then
         mkdir -p "$OUT"
-        cp "$WORK"/*.log "$OUT"/ 2>/dev/null || true
+        cp "$WORK"/*.log "$WORK"/*.flood "$OUT"/ 2>/dev/null || true
     fi
     rm -rf "$WORK"
     exit $rc
@@ -90,8 +98,16 @@ mkdir -p "$PKI/artifact-keys"
 cp "$WORK/art.key.pub" "$PKI/artifact-keys/bench.pub"
 PIN=$("$CERTS" pin "$PKI/server.pem")
 
-# ---- artifact (uploaded through a short-lived control, as an operator would) ---------------
+# ---- the handshake flood tool (the bench starts and stops it by PID) ------------------------
 EXTRA=()
+case ",$SCENARIO," in
+*,flood,*)
+    [ -x "$FLOOD" ] || { echo "fleet_run.sh: $FLOOD is not built (aegis-bench-flood)" >&2; exit 2; }
+    EXTRA+=(--flood "$FLOOD")
+    ;;
+esac
+
+# ---- artifact (uploaded through a short-lived control, as an operator would) ---------------
 case ",$SCENARIO," in
 *,artifact,*)
     head -c $((ART_MIB * 1024 * 1024)) /dev/urandom >"$WORK/artifact.bin"

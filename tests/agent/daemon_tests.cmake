@@ -41,7 +41,7 @@ if(TARGET aegis-control AND TARGET aegisctl AND TARGET aegis-certs)
     LABELS "integration" TIMEOUT 600 SKIP_RETURN_CODE 77)
 endif()
 
-# H1: the agent in a network namespace of its own against the real control
+# The agent in a network namespace of its own against the real control
 # server (tests/agent/test_agent_netns.sh): inbound NEW connections dropped by
 # nftables, policy push/enforce/counters/rollback through aegisctl, 20 % loss,
 # a 20 s partition, an address change without re-authentication. Needs root
@@ -56,7 +56,7 @@ if(TARGET aegis-control AND TARGET aegisctl AND TARGET aegis-certs AND TARGET ae
     LABELS "integration;netns;db" TIMEOUT 420 SKIP_RETURN_CODE 77)
 endif()
 
-# H2: self-update through the real aegis-control, aegisctl and PostgreSQL
+# Self-update through the real aegis-control, aegisctl and PostgreSQL
 # (tests/agent/test_agent_update_control.sh): 0.1.0 -> 99.0.0 signed build,
 # downgrade refused, tampered signature/content refused, a build the control
 # refuses rolled back after the deadline. Exit 77 = skipped (no PostgreSQL).
@@ -71,7 +71,7 @@ if(TARGET aegis-control AND TARGET aegisctl AND TARGET aegis-certs)
     LABELS "integration;db" TIMEOUT 600 SKIP_RETURN_CODE 77)
 endif()
 
-# H2: footprint of the shipped aegis-agent: prints the stripped size as one
+# Footprint of the shipped aegis-agent: prints the stripped size as one
 # machine-readable line, fails over the 4 MB budget or on a shared dependency
 # other than libc (skipped, 77, when the build does not link it statically).
 if(AEGIS_AGENT_STATIC AND NOT AEGIS_SANITIZE AND NOT AEGIS_FUZZ)
