@@ -8,20 +8,14 @@
 # Usage: test_agent_daemon_control.sh AGENT CONTROL AEGISCTL AEGIS-CERTS
 # Every wait has a deadline; every process started is stopped by its PID.
 set -euo pipefail
+# stop PID [SIGNAL], wait_for SECS CMD...
+. "$(dirname "${BASH_SOURCE[0]}")/../support/proc.sh"
 
 AGENT=$1 CONTROL=$2 CTL=$3 CERTS=$4
 [ -n "${AEGIS_TEST_PG_DSN:-}" ] || { echo "SKIP: no AEGIS_TEST_PG_DSN (run under pgtmp.sh)"; exit 77; }
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/aegis-agentd-ctl.XXXXXX")
 CPID="" APID=""
-stop() { # stop PID: SIGTERM, then SIGKILL after 10 s
-    local pid=$1 i
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     stop "$APID"
@@ -35,16 +29,6 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-# wait_for SECONDS CMD...: poll CMD every 0.2 s until it succeeds or time runs out.
-wait_for() {
-    local secs=$1 i
-    shift
-    for i in $(seq $((secs * 5))); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.2
-    done
-    return 1
-}
 
 PKI=$T/pki
 "$CERTS" init --dir "$PKI" >/dev/null

@@ -22,6 +22,8 @@
 # vanish with it. Every wait has a deadline; every process started is stopped by
 # its PID; namespaces are deleted on every exit path. AEGIS_KEEP_TMP=1 keeps logs.
 set -euo pipefail
+# stop PID [SIGNAL], wait_for SECS CMD...
+. "$(dirname "${BASH_SOURCE[0]}")/../support/proc.sh"
 
 AGENT=$1 CONTROL=$2 CTL=$3 CERTS=$4 PROBE=$5
 skip() { echo "SKIP: $*"; exit 77; }
@@ -42,14 +44,6 @@ chmod 0711 "$T"
 NS=aegn$$         # the agent's namespace
 VH=aeh$$ VA=aea$$ # veth ends: root namespace / agent namespace
 CPID="" APID="" SPID="" LPID="" WPID=""
-stop() { # stop PID: SIGTERM, then SIGKILL after 10 s
-    local pid=$1 i
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     stop "$APID"
@@ -82,15 +76,6 @@ WPID=$!
 step() { echo "== $* (t=${SECONDS}s)"; }
 # wait_for SECONDS CMD...: poll CMD every 0.2 s until it succeeds or SECONDS of wall
 # time have passed (CMD itself may take a while: aegisctl waits for its server).
-wait_for() {
-    local end=$((SECONDS + $1))
-    shift
-    while :; do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        [ "$SECONDS" -lt "$end" ] || return 1
-        sleep 0.2
-    done
-}
 # in_ns CMD...: CMD in the agent's namespace. Not for background starts: $! must be
 # the program's PID (nsenter execs it), so those call nsenter directly.
 in_ns() { nsenter --net="/run/netns/$NS" "$@"; }

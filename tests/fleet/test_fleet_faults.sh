@@ -24,6 +24,8 @@
 # Every wait polls a condition with a deadline; the only fixed waits hold a fault for its
 # duration (and pace the command stream). Every process is stopped by its PID.
 set -euo pipefail
+# stop PID [SIGNAL], wait_for SECS CMD...
+. "$(dirname "${BASH_SOURCE[0]}")/../support/proc.sh"
 
 SIM=$1 CONTROL=$2 CTL=$3 CERTS=$4 AGENT=$5
 N=${FAULTS_N:-200} NREAL=${FAULTS_REAL:-4} INTERVAL=${FAULTS_INTERVAL:-1}
@@ -49,14 +51,6 @@ T0=$SECONDS
 say() { printf '[%4ds] %s\n' $((SECONDS - T0)) "$*"; }
 fail() { say "FAIL: $*" >&2; exit 1; }
 
-stop() { # stop PID [SIGNAL]: the signal (TERM), then SIGKILL after 10 s
-    local pid=$1 sig=${2:-TERM} i
-    [ -n "$pid" ] || return 0
-    kill -"$sig" "$pid" 2>/dev/null || return 0
-    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$? i ns
     if [ -n "$SENDPID" ]; then # let the sender finish its aegisctl call, then stop it
@@ -81,16 +75,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# wait_for SECONDS CMD...: poll CMD every 0.25 s until it succeeds or time runs out.
-wait_for() {
-    local secs=$1 i
-    shift
-    for i in $(seq $((secs * 4))); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.25
-    done
-    return 1
-}
 # in_ns NS CMD...: run CMD in a namespace. Background processes are started with nsenter
 # directly (not through this function) so that $! is the process itself, which nsenter
 # becomes (it execs without forking when only --net is given).
