@@ -12,10 +12,17 @@
  * binary is re-executed, which acks the update FAILED with the reason. A
  * lower version is refused before anything is downloaded.
  *
+ * Before the swap the staged binary is smoke-run (`<exe>.new version`, no
+ * shell, bounded in time and output): one that cannot start at all (truncated,
+ * wrong architecture, crashing) would never reach the trial deadline, so it is
+ * refused before the swap, and so is one that does not print the signed
+ * version.
+ *
  * The trial is decided by what actually runs, not by the signed label: a new
  * process whose version differs from the old one is on trial even if it does
- * not report the version the statement promised (a mislabelled build), so a
- * build the server then refuses (e.g. as a downgrade) is still rolled back.
+ * not report the version the statement promised (a mislabelled build, which
+ * the smoke run should already have refused), so a build the server then
+ * refuses (e.g. as a downgrade) is still rolled back.
  * Only a process still reporting the old version means the swap never
  * happened (a crash between the marker and the rename): "interrupted".
  */
@@ -26,10 +33,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct marker {
@@ -282,6 +293,227 @@ static int copy_file(const char *from, const char *to, mode_t mode)
     return rv;
 }
 
+/* How long the new binary gets to answer `version` before the swap. A sound
+ * build answers in milliseconds; 10 s leaves room for a loaded host while
+ * keeping bounded the time the (synchronous) smoke run holds up the loop. */
+#define SMOKE_TIMEOUT_S 10u
+/* Bytes of the smoke run's stdout and stderr kept for the verdict; the
+ * answer "aegis-agent <version>\n" is well under this. */
+#define SMOKE_KEEP_MAX 256u
+/* Bytes it may print in all before it is killed as misbehaving: bounds the
+ * read loop in count as the timeout bounds it in time. */
+#define SMOKE_OUTPUT_MAX (1u << 20)
+
+extern char **environ;
+
+/* Child side, between fork and exec: async-signal-safe calls only. stdin is
+ * /dev/null, stdout/stderr the pipes; every other descriptor is closed at exec
+ * (the agent opens with O_CLOEXEC; close_range makes sure of it), so the new
+ * binary sees neither the connection nor the state dir lock. If exec fails,
+ * its errno goes to the parent through xfd (closed by a successful exec). */
+static void smoke_child(const char *exe, int nullfd, int outfd, int errfd, int xfd, long maxfd)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* Lift everything above 2 first: if the agent runs with 0..2 closed, one
+     * of these may sit on a slot that the dup2 calls below overwrite (and
+     * dup2 onto itself would keep its close-on-exec flag). */
+    int lift[4] = {nullfd, outfd, errfd, xfd};
+    for (int i = 0; i < 4; i++)
+        if ((lift[i] = fcntl(lift[i], F_DUPFD_CLOEXEC, 3)) < 0)
+            goto out;
+    xfd = lift[3];
+    for (int i = 0; i < 3; i++)
+        if (dup2(lift[i], i) < 0)
+            goto out;
+    if (close_range(3, ~0u, CLOSE_RANGE_CLOEXEC) != 0)
+        for (long fd = 3; fd < maxfd; fd++)
+            fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    char *argv[] = {(char *)exe, (char *)"version", NULL};
+    execve(exe, argv, environ);
+out:;
+    int e = errno;
+    ssize_t w = write(xfd, &e, sizeof(e));
+    (void)w;
+    _exit(127);
+}
+
+/* Printable, one line, no quotes (it ends up in a log field), at most 80
+ * characters of what the child wrote. */
+static void shown(const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < n && j + 1 < outlen && j < 80; i++) {
+        if (s[i] == '\n' && i + 1 == n)
+            break;
+        out[j++] = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\'' ? s[i] : '?';
+    }
+    out[j] = '\0';
+}
+
+/*
+ * Runs `exe version` before the swap, so a new binary that cannot even start
+ * (truncated, wrong architecture, missing library, crashing at start) is never
+ * installed: such a binary would never reach the trial deadline that rolls
+ * back a version that starts but cannot authenticate. It must exit 0 within
+ * SMOKE_TIMEOUT_S, printing exactly "aegis-agent <want>". Returns 0, or -1
+ * with a one-line reason in why. No shell is involved.
+ */
+static int smoke_run(const char *exe, const char *want, char *why, size_t whylen)
+{
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, xp[2] = {-1, -1}, pidfd = -1, rv = -1;
+    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (nullfd < 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 ||
+        pipe2(xp, O_CLOEXEC) != 0) {
+        snprintf(why, whylen, "cannot set it up: %s", strerror(errno));
+        goto close_fds;
+    }
+    long maxfd = sysconf(_SC_OPEN_MAX);
+    if (maxfd < 0 || maxfd > 65536)
+        maxfd = 65536;
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(why, whylen, "cannot fork: %s", strerror(errno));
+        goto close_fds;
+    }
+    if (pid == 0)
+        smoke_child(exe, nullfd, out[1], err[1], xp[1], maxfd);
+    close(out[1]);
+    close(err[1]);
+    close(xp[1]);
+    out[1] = err[1] = xp[1] = -1;
+    /* A pidfd turns "the child exited" into one more readable descriptor;
+     * without one (kernel < 5.3) the loop polls in 20 ms steps. */
+#ifdef SYS_pidfd_open
+    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+
+    char keep[2][SMOKE_KEEP_MAX], scratch[4096];
+    size_t kept[2] = {0, 0}, total = 0;
+    int fds[3] = {out[0], err[0], xp[0]}, open_fds = 3, reaped = 0, status = 0, exec_errno = 0;
+    int timed_out = 0;
+    const char *verdict = NULL;
+    aegis_tstamp deadline = aegis_now() + SMOKE_TIMEOUT_S * AEGIS_NS_PER_S;
+    while (open_fds > 0 || !reaped) {
+        if (!reaped) {
+            pid_t w = waitpid(pid, &status, WNOHANG);
+            if (w == pid)
+                reaped = 1;
+            else if (w < 0 && errno != EINTR) {
+                reaped = 1; /* no longer ours to wait for: never signal that pid */
+                verdict = "lost track of it (waitpid failed)";
+                break;
+            }
+        }
+        if (open_fds == 0 && reaped)
+            break;
+        aegis_tstamp now = aegis_now();
+        if (now >= deadline) {
+            timed_out = 1;
+            break;
+        }
+        struct pollfd p[4];
+        nfds_t np = 0;
+        int which[4];
+        for (int i = 0; i < 3; i++)
+            if (fds[i] >= 0) {
+                p[np] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+                which[np++] = i;
+            }
+        if (!reaped && pidfd >= 0) {
+            p[np] = (struct pollfd){.fd = pidfd, .events = POLLIN};
+            which[np++] = 3;
+        }
+        uint64_t left_ms = (deadline - now) / AEGIS_NS_PER_MS + 1;
+        if (!reaped && pidfd < 0 && left_ms > 20)
+            left_ms = 20;
+        int n = poll(p, np, (int)left_ms);
+        if (n < 0 && errno != EINTR) {
+            verdict = "lost track of it (poll failed)";
+            break;
+        }
+        for (nfds_t k = 0; n > 0 && k < np; k++) {
+            int i = which[k];
+            if (i == 3 || !(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            ssize_t r;
+            if (i == 2) {
+                r = read(fds[i], &exec_errno, sizeof(exec_errno));
+            } else {
+                size_t room = SMOKE_KEEP_MAX - kept[i];
+                r = room ? read(fds[i], keep[i] + kept[i], room)
+                         : read(fds[i], scratch, sizeof(scratch));
+                if (r > 0 && room)
+                    kept[i] += (size_t)r;
+            }
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0 || i == 2) {
+                close(fds[i]);
+                fds[i] = -1;
+                open_fds--;
+                continue;
+            }
+            total += (size_t)r;
+        }
+        if (total > SMOKE_OUTPUT_MAX) {
+            verdict = "it printed more than 1 MiB";
+            break;
+        }
+    }
+    if (!reaped) {
+        /* pid is still ours (not reaped, at worst a zombie): SIGKILL cannot
+         * be caught, so the blocking wait ends. */
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    }
+    char text[96];
+    if (timed_out) {
+        snprintf(why, whylen, "no answer within %u s (killed)", SMOKE_TIMEOUT_S);
+    } else if (verdict) {
+        snprintf(why, whylen, "%s", verdict);
+    } else if (exec_errno) {
+        snprintf(why, whylen, "cannot execute it: %s", strerror(exec_errno));
+    } else if (WIFSIGNALED(status)) {
+        snprintf(why, whylen, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        shown(keep[1], kept[1], text, sizeof(text));
+        snprintf(why, whylen, "exit status %d%s%s", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                 text[0] ? ": " : "", text);
+    } else {
+        char expect[AGENT_VERSION_MAX + 16];
+        int el = snprintf(expect, sizeof(expect), "aegis-agent %s\n", want);
+        if (el > 0 && (size_t)el == kept[0] && memcmp(keep[0], expect, kept[0]) == 0) {
+            rv = 0;
+        } else {
+            shown(keep[0], kept[0], text, sizeof(text));
+            snprintf(why, whylen, "version mismatch: it prints '%s', the signed version is %s",
+                     text, want);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    out[0] = err[0] = xp[0] = -1;
+close_fds:
+    if (pidfd >= 0)
+        close(pidfd);
+    for (int i = 0; i < 2; i++) {
+        if (out[i] >= 0)
+            close(out[i]);
+        if (err[i] >= 0)
+            close(err[i]);
+        if (xp[i] >= 0)
+            close(xp[i]);
+    }
+    if (nullfd >= 0)
+        close(nullfd);
+    return rv;
+}
+
 void agent_update_install(struct agent *a, struct agent_job *job, const char *path)
 {
     const Aegis__V1__UpdateAgent *u = job->cmd->update_agent;
@@ -301,6 +533,16 @@ void agent_update_install(struct agent *a, struct agent_job *job, const char *pa
     if (slash)
         *slash = '\0';
     int rv = copy_file(path, newp, 0755);
+    char why[300];
+    if (rv == 0 && smoke_run(newp, u->version, why, sizeof(why)) != 0) {
+        /* nothing is swapped: the running binary and .prev stay as they are */
+        unlink(newp);
+        AEGIS_LOG(&a->log, AEGIS_LOG_ERROR, "event=update_smoke_failed to=%s reason=\"%s\"",
+                  u->version, why);
+        snprintf(d, sizeof(d), "failed: new binary failed its smoke run: %s", why);
+        agent_exec_job_done(a, job, 0, d, NULL, 0);
+        return;
+    }
     if (rv == 0) {
         unlink(prev);
         if (link(a->exe_path, prev) != 0)

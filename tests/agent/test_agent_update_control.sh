@@ -10,15 +10,23 @@
 #   - a build whose stored signature or content was tampered with in the
 #     database is refused by the agent (it trusts the operator's key, not the
 #     control's storage), and the running binary is untouched;
-#   - a build that cannot authenticate (the 0.1.0 binary signed as 100.0.1:
-#     the control refuses it as older than the recorded 99.0.0) is rolled back
-#     after the deadline: 99.0.0 is back in place, runs, and acks the update
-#     failed with "rolled back".
+#   - the smoke run before the swap refuses a mislabelled build (the 0.1.0
+#     binary signed as 100.0.1), one that cannot even start (a truncated copy
+#     of 100.0.0 signed as 101.0.0), a file this machine cannot execute (a PE
+#     header, 101.0.1) and one that hangs (a script running sleep, 101.0.2,
+#     killed after the 10 s timeout): each acked failed with "smoke run", the
+#     installed binary byte-identical, the same process still answering;
+#   - a build that starts but cannot authenticate (100.0.0 while the control
+#     records 100.0.5, so it refuses it as a downgrade) is rolled back after
+#     the deadline: 99.0.0 is back in place, runs, and acks the update failed
+#     with "rolled back".
 # The agent runs from a copy in the test's temporary directory, so the swap
 # never touches the build tree.
 # Usage: test_agent_update_control.sh AGENT AGENT-99.0.0 AGENT-100.0.0 CONTROL AEGISCTL AEGIS-CERTS
 # Every wait has a deadline; every process started is stopped by its PID.
 set -euo pipefail
+# stop PID [SIGNAL], wait_for SECS CMD...
+. "$(dirname "${BASH_SOURCE[0]}")/../support/proc.sh"
 
 AGENT_SRC=$1 NEXT=$2 NEXT2=$3 CONTROL=$4 CTL=$5 CERTS=$6
 [ -n "${AEGIS_TEST_PG_DSN:-}" ] || { echo "SKIP: no AEGIS_TEST_PG_DSN (run under pgtmp.sh)"; exit 77; }
@@ -26,18 +34,12 @@ command -v psql >/dev/null 2>&1 || { echo "SKIP: psql not installed (needed to t
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/aegis-agent-upd.XXXXXX")
 CPID="" APID=""
-stop() { # stop PID: SIGTERM, then SIGKILL after 10 s
-    local pid=$1 i
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     stop "$APID"
     stop "$CPID"
+    # the agent kills and reaps the hanging smoke run (6c); if it did not, stop it here
+    [ ! -s "$T/hang.pid" ] || kill -9 "$(cat "$T/hang.pid")" 2>/dev/null || true
     if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
         echo "--- control log"; tail -n 30 "$T/control.log" 2>/dev/null || true
         echo "--- agent log"; tail -n 60 "$T/agent.log" 2>/dev/null || true
@@ -47,16 +49,6 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-# wait_for SECONDS CMD...: poll CMD every 0.2 s until it succeeds or time runs out.
-wait_for() {
-    local secs=$1 i
-    shift
-    for i in $(seq $((secs * 5))); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.2
-    done
-    return 1
-}
 
 PKI=$T/pki
 "$CERTS" init --dir "$PKI" >/dev/null
@@ -172,22 +164,101 @@ cmd_shows "$CID" "sha-\?256" || fail "tampered content: unclear reason: $(show "
 cmp -s "$NEXT" "$BIN" || fail "a tampered build touched the binary"
 agent_version_is 99.0.0 || fail "version changed after refused updates"
 
-# 5. a build that cannot authenticate: the old binary signed as 100.0.1.
-# The agent accepts the signed label (newer), swaps it in and re-executes; the
-# control refuses 0.1.0 as older than the recorded 99.0.0; after the 8 s
-# deadline the agent puts 99.0.0 back and reports the rollback.
+# 5. a mislabelled build (the old binary signed as 100.0.1): the smoke run
+# before the swap sees it print $V0, not 100.0.1, and refuses it.
 # (--compress: the plain bytes are already stored, signed as the old version)
 SHABAD=$(upload "$AGENT_SRC" 100.0.1 "$T/sign/ops" --compress)
 [ -n "$SHABAD" ] && [ "$SHABAD" != "$SHAOLD" ] || fail "upload of the mislabelled build printed no new sha256"
 CID=$(send_update "$SHABAD")
+wait_for 60 cmd_done "$CID" || fail "mislabelled update not acked: $(show "$CID")"
+cmd_shows "$CID" failed || fail "a mislabelled build was accepted: $(show "$CID")"
+cmd_shows "$CID" "smoke run: version mismatch" || fail "mislabelled build: unclear reason: $(show "$CID")"
+cmd_shows "$CID" "aegis-agent $V0" || fail "mislabelled build: the reason lacks what it printed: $(show "$CID")"
+cmp -s "$NEXT" "$BIN" || fail "a mislabelled build touched the binary"
+[ ! -e "$BIN.new" ] && [ ! -e "$BIN.prev" ] || fail "leftover $BIN.new or .prev after a refused smoke run"
+
+# 6. a build that cannot even start (the first 64 KiB of the 100.0.0 build,
+# signed as 101.0.0): without the smoke run it would be swapped in and never
+# reach the trial deadline. It is refused before the swap; 99.0.0 keeps
+# running in the same process and still answers.
+head -c 65536 "$NEXT2" >"$T/truncated"
+SHATRUNC=$(upload "$T/truncated" 101.0.0 "$T/sign/ops")
+[ -n "$SHATRUNC" ] || fail "upload of the truncated build printed no sha256"
+restarts=$(grep -c 'event=restarting' "$T/agent.log" || true)
+CID=$(send_update "$SHATRUNC")
+wait_for 60 cmd_done "$CID" || fail "truncated update not acked: $(show "$CID")"
+cmd_shows "$CID" failed || fail "a truncated build was accepted: $(show "$CID")"
+cmd_shows "$CID" "new binary failed its smoke run" || fail "truncated build: unclear reason: $(show "$CID")"
+grep -q "event=update_smoke_failed to=101.0.0" "$T/agent.log" || fail "no update_smoke_failed event"
+cmp -s "$NEXT" "$BIN" || fail "a truncated build touched the binary"
+[ ! -e "$BIN.new" ] && [ ! -e "$BIN.prev" ] || fail "leftover $BIN.new or .prev after a refused smoke run"
+! grep -q "event=update_installed from=99.0.0 to=101.0.0" "$T/agent.log" || fail "the truncated build was installed"
+[ "$(grep -c 'event=restarting' "$T/agent.log" || true)" -eq "$restarts" ] ||
+    fail "the agent restarted after a refused smoke run"
+kill -0 "$APID" 2>/dev/null || fail "the agent process is gone after a refused smoke run"
+[ "$(readlink "/proc/$APID/exe")" = "$BIN" ] || fail "the agent does not run $BIN: $(readlink "/proc/$APID/exe")"
+agent_version_is 99.0.0 || fail "control does not record 99.0.0 after the refused smoke run"
+CID=$("$CTL" commands send --agent "$AID" --action ping | awk '/^command/ {print $2}')
+wait_for 30 cmd_shows "$CID" succeeded || fail "ping after the refused smoke run: $(show "$CID")"
+
+# 6b. a file that is no executable for this machine (a PE header and zeros,
+# signed as 101.0.1): exec itself fails, and the reason says so.
+{ printf 'MZ\220\000'; head -c 4096 /dev/zero; } >"$T/not-elf"
+SHANOTELF=$(upload "$T/not-elf" 101.0.1 "$T/sign/ops")
+[ -n "$SHANOTELF" ] || fail "upload of the non-ELF build printed no sha256"
+CID=$(send_update "$SHANOTELF")
+wait_for 60 cmd_done "$CID" || fail "non-ELF update not acked: $(show "$CID")"
+cmd_shows "$CID" failed || fail "a non-ELF build was accepted: $(show "$CID")"
+cmd_shows "$CID" "smoke run: cannot execute it: exec format error" ||
+    fail "non-ELF build: unclear reason: $(show "$CID")"
+cmp -s "$NEXT" "$BIN" || fail "a non-ELF build touched the binary"
+[ ! -e "$BIN.new" ] || fail "leftover $BIN.new after a refused smoke run"
+[ "$(grep -c 'event=restarting' "$T/agent.log" || true)" -eq "$restarts" ] ||
+    fail "the agent restarted after a refused smoke run"
+
+# 6c. a "build" that hangs instead of answering (a script that records its PID
+# and execs sleep, signed as 101.0.2): the smoke run kills it after its 10 s
+# timeout and reaps it; the agent keeps running 99.0.0 and answers a ping.
+printf '#!/bin/sh\necho $$ >"%s"\nexec sleep 60\n' "$T/hang.pid" >"$T/hang"
+SHAHANG=$(upload "$T/hang" 101.0.2 "$T/sign/ops")
+[ -n "$SHAHANG" ] || fail "upload of the hanging build printed no sha256"
+CID=$(send_update "$SHAHANG")
+wait_for 60 cmd_done "$CID" || fail "hanging update not acked: $(show "$CID")"
+HPID=$(cat "$T/hang.pid" 2>/dev/null || true)
+[ -n "$HPID" ] || fail "the hanging build never ran"
+cmd_shows "$CID" "smoke run: no answer within 10 s (killed)" ||
+    fail "hanging build: unclear reason: $(show "$CID")"
+! kill -0 "$HPID" 2>/dev/null || fail "the hanging smoke run (PID $HPID) was not killed and reaped"
+cmp -s "$NEXT" "$BIN" || fail "a hanging build touched the binary"
+[ ! -e "$BIN.new" ] || fail "leftover $BIN.new after a refused smoke run"
+[ "$(grep -c 'event=restarting' "$T/agent.log" || true)" -eq "$restarts" ] ||
+    fail "the agent restarted after a refused smoke run"
+kill -0 "$APID" 2>/dev/null || fail "the agent process is gone after the hanging smoke run"
+CID=$("$CTL" commands send --agent "$AID" --action ping | awk '/^command/ {print $2}')
+wait_for 30 cmd_shows "$CID" succeeded || fail "ping after the hanging smoke run: $(show "$CID")"
+
+# 7. a build that starts but cannot authenticate: the 100.0.0 build (with a
+# few trailing bytes, so its SHA-256 differs from the tampered copies in 4a/4b)
+# passes the smoke run and is swapped in, but the control was made to record
+# 100.0.5, so it refuses 100.0.0 as a downgrade. After the 8 s deadline the
+# agent puts 99.0.0 back; once the agent has rolled back, the recorded version
+# is set back to 99.0.0 so the old binary can authenticate and report.
+cat "$NEXT2" >"$T/next2-padded"
+printf 'aegis-test-padding' >>"$T/next2-padded"
+SHAPAD=$(upload "$T/next2-padded" 100.0.0 "$T/sign/ops")
+[ -n "$SHAPAD" ] || fail "upload of the padded 100.0.0 build printed no sha256"
+psql_do "UPDATE agents SET version = '100.0.5' WHERE id::text = '$AID'"
+agent_version_is 100.0.5 || fail "could not set the recorded version: $("$CTL" agents show "$AID")"
+CID=$(send_update "$SHAPAD")
+wait_for 120 grep -q "event=update_rollback from=100.0.0 to=99.0.0" "$T/agent.log" ||
+    fail "no update_rollback event: $(show "$CID")"
+psql_do "UPDATE agents SET version = '99.0.0' WHERE id::text = '$AID'"
 wait_for 120 cmd_done "$CID" || fail "rollback not reported: $(show "$CID")"
 cmd_shows "$CID" failed || fail "a build that cannot authenticate was kept: $(show "$CID")"
 cmd_shows "$CID" "rolled back to 99.0.0" || fail "rollback detail: $(show "$CID")"
-grep -q "event=update_version_mismatch signed=100.0.1 running=$V0" "$T/agent.log" ||
-    fail "no update_version_mismatch event"
+grep -q "event=update_installed from=99.0.0 to=100.0.0" "$T/agent.log" || fail "100.0.0 was not installed"
 grep -q 'event=auth_refused detail="downgrade refused' "$T/agent.log" ||
-    fail "the control did not refuse the mislabelled build as a downgrade"
-grep -q "event=update_rollback from=100.0.1 to=99.0.0" "$T/agent.log" || fail "no update_rollback event"
+    fail "the control did not refuse 100.0.0 as a downgrade"
 cmp -s "$NEXT" "$BIN" || fail "the 99.0.0 binary is not back in place after the rollback"
 [ ! -e "$BIN.prev" ] || fail "$BIN.prev left after the rollback"
 kill -0 "$APID" 2>/dev/null || fail "the agent process is gone after the rollback"
