@@ -17,6 +17,9 @@
 #                      [--out DIR] [--control-arg ARG]...
 # Every process it starts is stopped by its PID; the database directory is deleted.
 set -euo pipefail
+# stop PID [SIGNAL] (30 s before SIGKILL: a simulator writes its summary), wait_for SECS CMD...
+STOP_GRACE_S=30
+. "$(dirname "${BASH_SOURCE[0]}")/../tests/support/proc.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$ROOT/build N=10000 MINUTES=60 PROCS=4 CMD_INTERVAL=60 TEL_INTERVAL=60 SAMPLE_S=60 OUT=""
@@ -54,14 +57,6 @@ OUT=${OUT:-$W/out}
 mkdir -p "$OUT"
 CPID="" SENDPID=""
 SIMPIDS=()
-stop() {
-    local pid=$1 i
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$? p
     touch "$W/send.stop"
@@ -77,15 +72,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
-wait_for() {
-    local secs=$1 i
-    shift
-    for i in $(seq $((secs * 4))); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.25
-    done
-    return 1
-}
 
 # Descriptors: every simulated agent has its own socket.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
