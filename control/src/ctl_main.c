@@ -239,7 +239,7 @@ static int add_artifact_key(struct ctl_server *srv, const char *path, struct ctl
     if (rv == 0)
         rv = ctl_ed25519_raw(k->spki, k->spki_len, k->raw);
     if (rv == 0)
-        rv = ctl_key_id(k->spki, k->spki_len, k->key_id);
+        rv = aegis_key_id_from_spki(k->spki, k->spki_len, k->key_id);
     if (rv != 0) {
         AEGIS_LOG(&srv->log, AEGIS_LOG_ERROR,
                   "event=artifact_key_bad path=%s err=\"%s\" hint=\"need an Ed25519 PUBLIC KEY "
@@ -350,7 +350,7 @@ static int load_command_key(struct ctl_server *srv)
         return rv;
     rv = ctl_ed25519_raw(spki, sl, srv->command_pub);
     if (rv == 0)
-        rv = ctl_key_id(spki, sl, srv->command_key_id);
+        rv = aegis_key_id_from_spki(spki, sl, srv->command_key_id);
     aegis_free(srv->mem, spki);
     if (rv != 0)
         fprintf(stderr, "aegis-control: %s must be an Ed25519 key\n", path);

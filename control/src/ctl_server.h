@@ -366,13 +366,9 @@ int ctl_cmd_create(struct ctl_rpc *r, const struct ctl_cmd_spec *spec, ctl_cmd_d
 
 /* ---- ctl_util.c ------------------------------------------------------------------------- */
 
-int ctl_sha256(const void *data, size_t len, uint8_t out[32]);
+/* SHA-256, key ids and hex text: aegis_sha256_*, aegis_key_id_from_spki (aegis/pki.h) and
+ * aegis_hex_* (aegis/hex.h); ctl_hex/ctl_unhex below are their fixed-size forms. */
 int ctl_random(void *buf, size_t len);
-struct ctl_sha256_ctx;
-int ctl_sha256_new(const struct aegis_mem *mem, struct ctl_sha256_ctx **pctx);
-int ctl_sha256_update(struct ctl_sha256_ctx *c, const void *data, size_t len);
-int ctl_sha256_final(struct ctl_sha256_ctx *c, uint8_t out[32]);
-void ctl_sha256_del(const struct aegis_mem *mem, struct ctl_sha256_ctx *c);
 /* ctl_json_escape appends s as a JSON string (with quotes) to out; returns the new length or
  * a negative error when it would not fit. */
 long ctl_json_escape(const char *s, char *out, size_t off, size_t cap);
@@ -382,8 +378,6 @@ void ctl_uuid(char out[37]);
 int ctl_uuid_valid(const char *s);
 void ctl_hex(const uint8_t *p, size_t len, char *out); /* out: 2*len+1 */
 int ctl_unhex(const char *s, uint8_t *out, size_t outlen);
-/* ctl_key_id: lower-case hex of the first 8 bytes of SHA-256(SPKI DER). */
-int ctl_key_id(const uint8_t *spki, size_t len, char out[17]);
 /* ctl_ed25519_raw extracts the raw 32-byte key from an Ed25519 SPKI DER. */
 int ctl_ed25519_raw(const uint8_t *spki, size_t len, uint8_t out[32]);
 /* ctl_rfc3339 formats wall-clock ns as "2026-11-23T07:45:29Z". */

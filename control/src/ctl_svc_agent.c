@@ -151,7 +151,7 @@ static void enroll_start(struct ctl_rpc *r)
     r->state = st;
     ctl_uuid(st->agent_id);
     uint8_t h[32];
-    ctl_sha256(req->token, strlen(req->token), h);
+    aegis_sha256_hash(req->token, strlen(req->token), h);
     ctl_hex(h, 32, st->token_hex);
 
     /* The certificate is for exactly the key of this TLS handshake (DESIGN §3): there is no

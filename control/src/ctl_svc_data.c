@@ -4,9 +4,12 @@
  */
 #include "ctl_svc_data.h"
 #include "ctl_copybuf.h"
+#include "ctl_kind.h"
 #include "ctl_schema.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
+#include <aegis/pki.h>
 #include <aegis/proto.h>
 
 #include <aegis/v1/agent.pb-c.h>
@@ -81,18 +84,6 @@ void ctl_fetch_free(struct ctl_rpc *r)
     aegis_free(mem, st->signature);
     aegis_free(mem, st->pending);
     aegis_free(mem, st);
-}
-
-static uint8_t *unhex_dup(const struct aegis_mem *mem, const char *hex, size_t *plen)
-{
-    size_t n = strlen(hex) / 2;
-    uint8_t *b = aegis_malloc(mem, n ? n : 1);
-    if (b && ctl_unhex(hex, b, n) != 0) {
-        aegis_free(mem, b);
-        return NULL;
-    }
-    *plen = n;
-    return b;
 }
 
 static void fetch_noted(int rv, const struct ctl_db_result *res, void *ud)
@@ -362,10 +353,15 @@ static void fetch_meta(struct ctl_rpc *r, int rv, const struct ctl_db_result *re
     }
     st->size = (uint64_t)ctl_i64(ctl_db_result_value(res, 0, 0));
     st->chunk_size = (uint64_t)ctl_i64(ctl_db_result_value(res, 0, 1));
-    st->statement = unhex_dup(mem, ctl_db_result_value(res, 0, 2), &st->statement_len);
-    st->signature = unhex_dup(mem, ctl_db_result_value(res, 0, 3), &st->signature_len);
+    const char *stmt_hex = ctl_db_result_value(res, 0, 2),
+               *sig_hex = ctl_db_result_value(res, 0, 3);
     snprintf(st->key_id, sizeof(st->key_id), "%s", ctl_db_result_value(res, 0, 4));
-    if (!st->statement || !st->signature || st->chunk_size == 0) {
+    /* (ctl_fetch_free frees what was decoded) */
+    if (aegis_hex_decode_alloc(mem, stmt_hex, strlen(stmt_hex), &st->statement,
+                               &st->statement_len) != 0 ||
+        aegis_hex_decode_alloc(mem, sig_hex, strlen(sig_hex), &st->signature, &st->signature_len) !=
+            0 ||
+        st->chunk_size == 0) {
         ctl_rpc_fail(r, AEGIS_GRPC_INTERNAL, "stored artifact is damaged");
         return;
     }
@@ -727,7 +723,7 @@ struct up_state {
     char sha_hex[65];
     uint64_t size, received;
     uint32_t next_idx;
-    struct ctl_sha256_ctx *hash;
+    struct aegis_sha256 *hash;
     uint8_t *chunk; /* CTL_ARTIFACT_CHUNK bytes being filled */
     size_t chunk_len;
     char *hexbuf;
@@ -737,38 +733,12 @@ struct up_state {
     int64_t uploaded_ns;
 };
 
-static const char *kind_name(int k)
-{
-    switch (k) {
-    case 1:
-        return "policy_bundle";
-    case 2:
-        return "network_block";
-    case 3:
-        return "bpf_object";
-    case 4:
-        return "agent_binary";
-    case 5:
-        return "file";
-    default:
-        return "unspecified";
-    }
-}
-
-int ctl_artifact_kind_from_name(const char *s)
-{
-    for (int k = 1; k <= 5; k++)
-        if (strcmp(kind_name(k), s) == 0)
-            return k;
-    return 0;
-}
-
 void ctl_upload_free(struct ctl_rpc *r)
 {
     struct up_state *st = r->state;
     if (!st)
         return;
-    ctl_sha256_del(r->srv->mem, st->hash);
+    aegis_sha256_del(st->hash);
     aegis_free(r->srv->mem, st->chunk);
     aegis_free(r->srv->mem, st->hexbuf);
     aegis_free(r->srv->mem, st);
@@ -839,7 +809,7 @@ static void up_finalize(struct ctl_rpc *r)
         up_fail(r, AEGIS_GRPC_INVALID_ARGUMENT, why);
         return;
     }
-    if (ctl_sha256_final(st->hash, got) != 0 || memcmp(got, st->sha, 32) != 0) {
+    if (aegis_sha256_final(st->hash, got) != 0 || memcmp(got, st->sha, 32) != 0) {
         up_fail(r, AEGIS_GRPC_INVALID_ARGUMENT,
                 "content SHA-256 does not match the signed statement");
         return;
@@ -945,7 +915,7 @@ static int up_header(struct ctl_rpc *r, Aegis__V1__ArtifactHeader *h)
         bad = "statement sha256 must be 32 bytes";
     else if (s->size > CTL_ARTIFACT_MAX || s->uncompressed_size > CTL_ARTIFACT_MAX)
         bad = "artifact over the 1 GiB cap";
-    else if (s->kind < 1 || s->kind > 5)
+    else if (!*ctl_kind_name(s->kind))
         bad = "statement kind unspecified or unknown";
     else if (!s->name[0] || strlen(s->name) >= sizeof(st->name))
         bad = "statement name empty or too long";
@@ -975,8 +945,8 @@ static int up_header(struct ctl_rpc *r, Aegis__V1__ArtifactHeader *h)
     }
     ctl_hex(h->signature.data, h->signature.len, sig);
     snprintf(size, sizeof(size), "%llu", (unsigned long long)st->size);
-    const char *v[8] = {st->sha_hex, st->name,    kind_name(st->kind), size,
-                        sig,         key->key_id, r->cc->name,         shex};
+    const char *v[8] = {st->sha_hex, st->name, ctl_kind_name(st->kind), size, sig, key->key_id,
+                        r->cc->name, shex};
     st->busy = 1;
     /* A re-upload of an incomplete artifact starts over; a complete one is kept. */
     rv = ctl_rpc_db(r,
@@ -1005,7 +975,7 @@ int ctl_upload_msg(struct ctl_rpc *r, const uint8_t *msg, size_t len)
             st->hexbuf = aegis_malloc(srv->mem, CTL_ARTIFACT_CHUNK * 2 + 1);
             snprintf(st->uploaded_by, sizeof(st->uploaded_by), "%s", r->cc->name);
         }
-        if (!st || !st->chunk || !st->hexbuf || ctl_sha256_new(srv->mem, &st->hash) != 0) {
+        if (!st || !st->chunk || !st->hexbuf || aegis_sha256_new(srv->mem, &st->hash) != 0) {
             ctl_rpc_fail(r, AEGIS_GRPC_RESOURCE_EXHAUSTED, "server out of memory");
             return 0;
         }
@@ -1031,7 +1001,7 @@ int ctl_upload_msg(struct ctl_rpc *r, const uint8_t *msg, size_t len)
                     n > CTL_ARTIFACT_CHUNK ? "chunk over 64 KiB"
                                            : "content is longer than the signed size");
         } else if (!st->already) {
-            ctl_sha256_update(st->hash, p, n);
+            aegis_sha256_update(st->hash, p, n);
             st->received += n;
             /* Fill 64 KiB storage chunks regardless of how the client cut the stream. */
             size_t room = CTL_ARTIFACT_CHUNK - st->chunk_len;

@@ -19,7 +19,4 @@ int ctl_upload_msg(struct ctl_rpc *r, const uint8_t *msg, size_t len);
 void ctl_upload_half_close(struct ctl_rpc *r);
 void ctl_upload_free(struct ctl_rpc *r);
 
-/* ctl_artifact_kind_from_name maps artifacts.kind text to ArtifactKind (0 if unknown). */
-int ctl_artifact_kind_from_name(const char *s);
-
 #endif

@@ -1,15 +1,11 @@
 /*
- * Small pure helpers of aegis-control: hashing, ids, hex, versions, label text. SHA-256 comes
- * from wolfSSL (the project's crypto library); randomness from getrandom(2).
+ * Small pure helpers of aegis-control: ids, fixed-size hex, versions, label text. Randomness
+ * from getrandom(2); hashing and key ids are aegis_pki's (aegis/pki.h).
  */
-#include <wolfssl/options.h>
-
 #include "ctl_server.h"
 
 #include <aegis/err.h>
-
-#include <wolfssl/wolfcrypt/hash.h>
-#include <wolfssl/wolfcrypt/sha256.h>
+#include <aegis/hex.h>
 
 #include <aegis/v1/common.pb-c.h>
 
@@ -23,50 +19,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-int ctl_sha256(const void *data, size_t len, uint8_t out[32])
-{
-    if (len > UINT32_MAX)
-        return -EINVAL;
-    return wc_Sha256Hash((const byte *)data, (word32)len, out) == 0 ? 0 : AEGIS_ERR_CRYPTO;
-}
-
-struct ctl_sha256_ctx {
-    wc_Sha256 sha;
-};
-
-int ctl_sha256_new(const struct aegis_mem *mem, struct ctl_sha256_ctx **pctx)
-{
-    struct ctl_sha256_ctx *c = aegis_malloc(mem, sizeof(*c));
-    if (!c)
-        return -ENOMEM;
-    if (wc_InitSha256(&c->sha) != 0) {
-        aegis_free(mem, c);
-        return AEGIS_ERR_CRYPTO;
-    }
-    *pctx = c;
-    return 0;
-}
-
-int ctl_sha256_update(struct ctl_sha256_ctx *c, const void *data, size_t len)
-{
-    if (len > UINT32_MAX)
-        return -EINVAL;
-    return wc_Sha256Update(&c->sha, (const byte *)data, (word32)len) == 0 ? 0 : AEGIS_ERR_CRYPTO;
-}
-
-int ctl_sha256_final(struct ctl_sha256_ctx *c, uint8_t out[32])
-{
-    return wc_Sha256Final(&c->sha, out) == 0 ? 0 : AEGIS_ERR_CRYPTO;
-}
-
-void ctl_sha256_del(const struct aegis_mem *mem, struct ctl_sha256_ctx *c)
-{
-    if (!c)
-        return;
-    wc_Sha256Free(&c->sha);
-    aegis_free(mem, c);
-}
 
 int ctl_random(void *buf, size_t len)
 {
@@ -86,35 +38,14 @@ int ctl_random(void *buf, size_t len)
 
 void ctl_hex(const uint8_t *p, size_t len, char *out)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
-
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    aegis_hex_encode(p, len, out, 2 * len + 1);
 }
 
 int ctl_unhex(const char *s, uint8_t *out, size_t outlen)
 {
-    if (strlen(s) != 2 * outlen)
+    size_t n = strlen(s);
+    if (n != 2 * outlen || aegis_hex_decode(s, n, out, outlen) != (long)outlen)
         return AEGIS_ERR_MALFORMED;
-    for (size_t i = 0; i < outlen; i++) {
-        int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return AEGIS_ERR_MALFORMED;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
     return 0;
 }
 
@@ -143,20 +74,11 @@ int ctl_uuid_valid(const char *s)
         if (i == 8 || i == 13 || i == 18 || i == 23) {
             if (s[i] != '-')
                 return 0;
-        } else if (hexval((unsigned char)s[i]) < 0) {
+        } else if (!isxdigit((unsigned char)s[i])) {
             return 0;
         }
     }
     return 1;
-}
-
-int ctl_key_id(const uint8_t *spki, size_t len, char out[17])
-{
-    uint8_t h[32];
-    int rv = ctl_sha256(spki, len, h);
-    if (rv == 0)
-        ctl_hex(h, 8, out);
-    return rv;
 }
 
 int ctl_ed25519_raw(const uint8_t *spki, size_t len, uint8_t out[32])
