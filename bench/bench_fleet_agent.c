@@ -5,8 +5,9 @@
  *
  *   handshake -> Authenticate (hello, challenge, proof signed over nonce || server_time ||
  *   host_id) -> Subscribe(after the last acknowledged sequence) -> for every SignedCommand:
- *   Ack RECEIVED, [FetchArtifact for LoadArtifact], Ack SUCCEEDED; ReportTelemetry batches on
- *   request; reconnect with exponential backoff and full jitter when the connection ends.
+ *   Ack SUCCEEDED (for LoadArtifact: Ack RECEIVED, FetchArtifact, Ack SUCCEEDED);
+ *   ReportTelemetry batches on request; reconnect with exponential backoff and full jitter
+ *   when the connection ends.
  *
  * The simulated agent does not verify command or artifact signatures (it measures the
  * server; the real agent's checks are tested in tests/agent/).
@@ -404,13 +405,16 @@ static int sub_msg(struct aegis_call *call, const uint8_t *msg, size_t len, void
         slot->dup = 1;
         F->st.dup_cmds++; /* executed already: acknowledge again, do not re-run */
         slot->next_state = AEGIS__V1__COMMAND_STATE__COMMAND_STATE_SUCCEEDED;
-    } else {
+    } else if (cmd->payload_case == AEGIS__V1__COMMAND__PAYLOAD_LOAD_ARTIFACT &&
+               cmd->load_artifact->sha256.len == 32) {
+        /* A download takes a while: RECEIVED first, SUCCEEDED when the bytes are in. */
         slot->next_state = AEGIS__V1__COMMAND_STATE__COMMAND_STATE_RECEIVED;
-        if (cmd->payload_case == AEGIS__V1__COMMAND__PAYLOAD_LOAD_ARTIFACT &&
-            cmd->load_artifact->sha256.len == 32) {
-            slot->fetch = 1;
-            memcpy(slot->sha, cmd->load_artifact->sha256.data, 32);
-        }
+        slot->fetch = 1;
+        memcpy(slot->sha, cmd->load_artifact->sha256.data, 32);
+    } else {
+        /* Done at once (the effect above): the outcome is the only Ack, as the real agent
+         * sends only the furthest pending state of a command (agent_run.c). */
+        slot->next_state = AEGIS__V1__COMMAND_STATE__COMMAND_STATE_SUCCEEDED;
     }
     pump_acks(a);
 out:

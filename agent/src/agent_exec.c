@@ -3,10 +3,10 @@
  *
  * Intake: verify (signature over the exact bytes, then scope, expiry,
  * nonce), then admit through the seen-id journal -- a new id is marked
- * started durably before anything runs -- then ack RECEIVED through the
- * durable ack journal. Execution: one job at a time from a bounded FIFO;
- * the outcome is acked (durably) before the id is marked finished, so a
- * crash in between reports "interrupted" rather than losing the ack.
+ * started durably before anything runs -- then journal the RECEIVED ack
+ * (sent only if the job does not finish at once, see agent_run.c). Execution: one job at a time
+ * from a bounded FIFO; the outcome is acked (durably) before the id is marked finished, so a crash
+ * in between reports "interrupted" rather than losing the ack.
  *
  * Built-in actions are a fixed allow-list implemented here in C; nothing
  * ever reaches a shell.
@@ -34,8 +34,9 @@
 /* dpkg's status file on a large host is ~10 MiB. */
 #define DPKG_STATUS_MAX (32u << 20)
 
-int agent_ack(struct agent *a, const char *id, uint64_t seq, uint32_t state, uint32_t flags,
-              const char *detail, const void *result, size_t result_len)
+/* Journals an ack (durably) without sending it yet. */
+static int ack_record(struct agent *a, const char *id, uint64_t seq, uint32_t state, uint32_t flags,
+                      const char *detail, const void *result, size_t result_len)
 {
     char d[AGENT_ACKS_DETAIL_MAX];
     snprintf(d, sizeof(d), "%s", detail ? detail : "");
@@ -48,6 +49,13 @@ int agent_ack(struct agent *a, const char *id, uint64_t seq, uint32_t state, uin
         AEGIS_LOG(&a->log, AEGIS_LOG_ERROR,
                   "event=ack_journal_failed command=%s state=%u error=\"%s\"", id, state,
                   aegis_strerror(rv));
+    return rv;
+}
+
+int agent_ack(struct agent *a, const char *id, uint64_t seq, uint32_t state, uint32_t flags,
+              const char *detail, const void *result, size_t result_len)
+{
+    int rv = ack_record(a, id, seq, state, flags, detail, result, result_len);
     agent_pump(a);
     return rv;
 }
@@ -173,9 +181,13 @@ void agent_exec_on_command(struct agent *a, const uint8_t *msg, size_t len)
     write_inflight(a);
     AEGIS_LOG(&a->log, AEGIS_LOG_INFO, "event=command_received command=%s seq=%llu payload=%s",
               c->id, (unsigned long long)c->sequence, agent_cmd_payload_name(c));
-    agent_ack(a, c->id, c->sequence, AEGIS__V1__COMMAND_STATE__COMMAND_STATE_RECEIVED, 0,
-              "received", NULL, 0);
+    /* RECEIVED is durable before the job starts, but sent only after the kick: a job that
+     * finishes at once (most built-in actions) has its outcome journaled by then, and the ack
+     * pump sends only the furthest pending state of a command -- one Ack, not two. */
+    ack_record(a, c->id, c->sequence, AEGIS__V1__COMMAND_STATE__COMMAND_STATE_RECEIVED, 0,
+               "received", NULL, 0);
     agent_exec_kick(a);
+    agent_pump(a);
 }
 
 void agent_exec_job_done(struct agent *a, struct agent_job *job, int ok, const char *detail,

@@ -171,12 +171,55 @@ static const struct aegis_call_callbacks ack_cbs = {
     .on_close = ack_close,
 };
 
+/* How far a command state is along: the server keeps only the furthest state it was told. */
+static int ack_rank(uint32_t state)
+{
+    switch (state) {
+    case AEGIS__V1__COMMAND_STATE__COMMAND_STATE_RECEIVED:
+        return 1;
+    case AEGIS__V1__COMMAND_STATE__COMMAND_STATE_RUNNING:
+        return 2;
+    case AEGIS__V1__COMMAND_STATE__COMMAND_STATE_SUCCEEDED:
+    case AEGIS__V1__COMMAND_STATE__COMMAND_STATE_FAILED:
+        return 3;
+    default:
+        return 0;
+    }
+}
+
+/* The oldest pending ack, after dropping those a later pending ack of the same command
+ * supersedes (RECEIVED while SUCCEEDED waits too, say): sending them would cost the server a
+ * commit that changes nothing it keeps. Dropping is journaled like a confirmation, after which
+ * the later ack is still pending, so a crash in between loses nothing. */
+static const struct agent_ack *next_ack(struct agent *a)
+{
+    const struct agent_ack *k;
+    while ((k = agent_acks_at(a->acks, 0)) != NULL) {
+        const struct agent_ack *later = NULL;
+        for (size_t i = 1; (later = agent_acks_at(a->acks, i)) != NULL; i++)
+            if (strcmp(later->id, k->id) == 0 && ack_rank(later->state) > ack_rank(k->state))
+                break;
+        if (later == NULL)
+            return k;
+        char id[AGENT_ACKS_ID_MAX + 1];
+        snprintf(id, sizeof(id), "%s", k->id);
+        uint32_t state = k->state;
+        AEGIS_LOG(&a->log, AEGIS_LOG_DEBUG, "event=ack_superseded command=%s state=%u by=%u", id,
+                  state, later->state);
+        if (agent_acks_confirm(a->acks, id, state) != 0)
+            return agent_acks_at(a->acks, 0); /* cannot drop it: send it, harmlessly */
+    }
+    return NULL;
+}
+
 static void pump_acks(struct agent *a)
 {
     if (a->state != AGENT_CONN_READY || a->ack_call || ev_is_active(&a->ack_retry) ||
         agent_acks_count(a->acks) == 0)
         return;
-    const struct agent_ack *k = agent_acks_at(a->acks, 0);
+    const struct agent_ack *k = next_ack(a);
+    if (k == NULL)
+        return;
     Aegis__V1__AckRequest req = AEGIS__V1__ACK_REQUEST__INIT;
     req.command_id = k->id;
     req.sequence = k->seq;
