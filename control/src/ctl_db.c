@@ -45,6 +45,7 @@ struct req {
     size_t copy_len;
     ctl_db_result_cb cb;
     void *user_data;
+    unsigned conflicts; /* times re-run after a deadlock or serialization failure */
     /* parameter pointers, lengths, formats, then the bytes follow in the same allocation */
 };
 
@@ -171,6 +172,13 @@ static bool lost_sqlstate(const char *s)
         return false;
     return strncmp(s, "08", 2) == 0 || strcmp(s, "57P01") == 0 || strcmp(s, "57P02") == 0 ||
            strcmp(s, "57P03") == 0;
+}
+
+/* conflict_sqlstate: the statement lost a deadlock (40P01) or a serialization conflict
+ * (40001) to another session and was rolled back; the same statement run again may succeed. */
+static bool conflict_sqlstate(const char *s)
+{
+    return s && (strcmp(s, "40P01") == 0 || strcmp(s, "40001") == 0);
 }
 
 static void req_free(struct ctl_db *db, struct req *r)
@@ -708,9 +716,16 @@ static void op_complete(struct conn *c)
     c->req = NULL;
     res = c->res;
     memset(&c->res, 0, sizeof(c->res));
+    bool again = false;
     if (res.err) {
         sqlstate = PQresultErrorField(res.err, PG_DIAG_SQLSTATE);
         rv = lost_sqlstate(sqlstate) ? AEGIS_ERR_CLOSED : AEGIS_ERR_DATABASE;
+        /* One (prepared or parameterized) statement is its own transaction, rolled back whole:
+         * run it again
+         * (at the back of the queue, behind the winner) rather than fail a caller for another
+         * session's lock order. Simple-query strings and COPY are not re-run. */
+        again = (r->kind == REQ_PARAMS || r->kind == REQ_PREPARED) && conflict_sqlstate(sqlstate) &&
+                r->conflicts < CTL_DB_CONFLICT_RETRIES;
     } else if (r->kind == REQ_COPY && !c->copy_ended) {
         /* The string had no COPY FROM STDIN: the data was not loaded. */
         rv = AEGIS_ERR_DATABASE;
@@ -737,6 +752,19 @@ static void op_complete(struct conn *c)
         conn_lost(c, "server is shutting down");
     } else {
         c->state = CS_READY;
+    }
+    if (again) {
+        r->conflicts++;
+        db->st.conflict_retries++;
+        res_clear(&res);
+        if (db->qtail)
+            db->qtail->next = r;
+        else
+            db->qhead = r;
+        db->qtail = r;
+        db->qlen++;
+        dispatch(db);
+        return;
     }
     finish(db, r, rv, &res);
     res_clear(&res);

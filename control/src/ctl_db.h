@@ -29,6 +29,9 @@
  *  - An SQL error fails the request with AEGIS_ERR_DATABASE; the result then carries the
  *    SQLSTATE and message. If a request leaves a transaction open or aborted (a failed
  *    multi-statement string), the pool rolls it back before the connection is reused.
+ *  - A single statement (prepared or parameterized) that loses a deadlock or a serialization
+ *    conflict to another session had no effect: it is queued again, up to
+ *    CTL_DB_CONFLICT_RETRIES times, before the error reaches its callback.
  *
  * Callbacks (request, notification, event) run on the loop. They may submit new requests;
  * they must not call ctl_db_del.
@@ -64,6 +67,9 @@ struct ctl_db_result;
 /* Retry-after suggested under overload: long enough for a full default queue to drain. */
 #define CTL_DB_OVERLOAD_RETRY (1 * AEGIS_NS_PER_S)
 /* Limits of the pool itself. */
+/* A parameterized statement that loses a deadlock (40P01) or a serialization conflict (40001)
+ * is re-run up to this many times before its caller sees the error. */
+#define CTL_DB_CONFLICT_RETRIES 3u
 #define CTL_DB_MAX_CONNS 64u
 #define CTL_DB_MAX_STATEMENTS 256u
 #define CTL_DB_MAX_PARAMS 64u
@@ -115,6 +121,7 @@ struct ctl_db_stats {
     uint64_t lost;       /* failed with AEGIS_ERR_CLOSED */
     uint64_t reconnects; /* successful connects after the first */
     uint64_t notifications;
+    uint64_t conflict_retries; /* statements re-run after a deadlock/serialization failure */
 };
 
 /*

@@ -840,9 +840,13 @@ int ctl_server_start(struct ctl_server *srv)
         return rv != 0 ? rv : AEGIS_ERR_DATABASE;
     }
     ctl_loop_run_until(srv->loop, done_flag, &inst, 10 * AEGIS_NS_PER_S);
-    /* Agents this instance held before a crash are not connected any more. */
+    /* Agents this instance held before a crash are not connected any more. Their rows are
+     * locked in id order, like every statement that updates many agents, so this does not
+     * deadlock with the Authenticates and commands of the agents coming back. */
     ctl_db_exec_params(srv->db,
-                       "UPDATE agents SET connected_instance = NULL WHERE connected_instance = $1",
+                       "WITH lk AS (SELECT id FROM agents WHERE connected_instance = $1"
+                       " ORDER BY id FOR NO KEY UPDATE)"
+                       " UPDATE agents g SET connected_instance = NULL FROM lk WHERE g.id = lk.id",
                        1, v, NULL, NULL, 0, db_ignore, srv);
 
     struct aegis_endpoint_config ec = {

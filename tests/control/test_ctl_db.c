@@ -600,6 +600,70 @@ static void allocation_failures_are_clean(void **state)
     ctl_loop_del(loop);
 }
 
+/* ---- a deadlock loser is run again --------------------------------------------------------- */
+
+static int two_ready(void *ud)
+{
+    struct ctl_db_stats st;
+
+    ctl_db_stats(((struct fixture *)ud)->db, &st);
+    return st.conns_ready == 2;
+}
+
+static int both_done(void *ud)
+{
+    struct one *o = ud;
+    return o[0].done && o[1].done;
+}
+
+/* Two statements take two advisory locks in opposite orders. On their first run (told apart by
+ * a sequence, which a rollback does not undo) each waits until the other holds its second lock,
+ * so they deadlock for certain; PostgreSQL aborts one with 40P01 and the pool runs it again. */
+static void deadlock_loser_is_run_again(void **state)
+{
+    struct fixture f = {0};
+    struct ctl_db_config cfg = {0};
+    struct ctl_db_stats st;
+    struct one o[2];
+
+    (void)state;
+    cfg.nconns = 2;
+    pool_open(&f, &cfg);
+    assert_int_equal(ctl_loop_run_until(f.loop, two_ready, &f, WAIT), 0);
+    memset(o, 0, sizeof(o));
+    assert_int_equal(
+        ctl_db_exec(f.db,
+                    "DROP SEQUENCE IF EXISTS dl_seq; CREATE SEQUENCE dl_seq;"
+                    " CREATE OR REPLACE FUNCTION dl_cross(a int, b int) RETURNS int"
+                    " LANGUAGE plpgsql AS $$ BEGIN"
+                    "  PERFORM pg_advisory_xact_lock(a);"
+                    "  IF nextval('dl_seq') <= 2 THEN"
+                    "   FOR i IN 1..1000 LOOP"
+                    "    EXIT WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+                    "     AND objid = b AND granted AND pid <> pg_backend_pid());"
+                    "    PERFORM pg_sleep(0.01);"
+                    "   END LOOP;"
+                    "  END IF;"
+                    "  PERFORM pg_advisory_xact_lock(b); RETURN 1; END $$",
+                    one_cb, &o[0]),
+        0);
+    assert_int_equal(ctl_loop_run_until(f.loop, one_done, &o[0], WAIT), 0);
+    assert_int_equal(o[0].rv, 0);
+    memset(o, 0, sizeof(o));
+    assert_int_equal(
+        ctl_db_exec_params(f.db, "SELECT dl_cross(71, 72)", 0, NULL, NULL, NULL, 0, one_cb, &o[0]),
+        0);
+    assert_int_equal(
+        ctl_db_exec_params(f.db, "SELECT dl_cross(72, 71)", 0, NULL, NULL, NULL, 0, one_cb, &o[1]),
+        0);
+    assert_int_equal(ctl_loop_run_until(f.loop, both_done, o, WAIT), 0);
+    assert_int_equal(o[0].rv, 0);
+    assert_int_equal(o[1].rv, 0);
+    ctl_db_stats(f.db, &st);
+    assert_int_equal(st.conflict_retries, 1);
+    pool_close(&f);
+}
+
 /* ---- deleting a pool with work in flight ------------------------------------------------ */
 
 static int one_in_flight(void *ud)
@@ -644,6 +708,7 @@ int main(void)
         cmocka_unit_test(unreachable_database_fails_fast),
         cmocka_unit_test(allocation_failures_are_clean),
         cmocka_unit_test(delete_cancels_pending_work),
+        cmocka_unit_test(deadlock_loser_is_run_again),
     };
     (void)test_dsn();
     return cmocka_run_group_tests(tests, setup_schema, NULL);
