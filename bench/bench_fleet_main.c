@@ -623,9 +623,21 @@ static void scenario_restart(void)
     /* Issued while the agents are still away: it must wait for them. */
     send_command("bench_during_outage", c2, &t2n);
     uint64_t end = t_kill + (uint64_t)O.timeout_s * AEGIS_NS_PER_S;
-    /* Back = every agent re-authenticated on the new process. */
-    while (FL.st.auth_ok - auth0 < n && aegis_now() < end)
+    /* Back = every agent re-authenticated on the new process. A timeline every 5 s shows
+     * where the time goes: detecting the restart (closes), refused handshakes, re-auth. */
+    uint64_t next_tl = t_kill + 5 * AEGIS_NS_PER_S, hf0 = FL.st.handshakes_failed;
+    while (FL.st.auth_ok - auth0 < n && aegis_now() < end) {
         ev_run(loop, EVRUN_ONCE);
+        if (aegis_now() >= next_tl) {
+            next_tl += 5 * AEGIS_NS_PER_S;
+            fprintf(stderr,
+                    "%s: restart t=%.0fs closes=%llu handshakes_failed=%llu reauthenticated=%llu\n",
+                    fleet_prog, secs(aegis_now() - t_kill),
+                    (unsigned long long)(FL.st.closes - closes0),
+                    (unsigned long long)(FL.st.handshakes_failed - hf0),
+                    (unsigned long long)(FL.st.auth_ok - auth0));
+        }
+    }
     uint64_t t_back = aegis_now();
     long d1 = poll_durable(c1, (long)n, end + 30 * AEGIS_NS_PER_S, o1);
     long d2 = poll_durable(c2, (long)n, end + 30 * AEGIS_NS_PER_S, o2);

@@ -386,6 +386,47 @@ static void test_stateless_reset(void **state)
     tfx_free(&f);
 }
 
+/* A restarted server hears from thousands of agents it no longer knows, many
+ * packets per receive batch: every one of them gets its reset, not the first
+ * eight (the old fixed stash dropped the rest, and each agent whose reset was
+ * dropped waited for its probe timeouts: a 53 s restart storm at 10,000). */
+static void test_many_resets_in_one_batch(void **state)
+{
+    (void)state;
+    enum { N = 48 };
+    struct tfx f;
+    tfx_config(&f, &pki, &pki.client);
+    f.scfg.is_server = 1;
+    struct aegis_endpoint *srv = NULL;
+    assert_int_equal(aegis_endpoint_new(&f.scfg, &srv), 0);
+    struct aegis_path path;
+    memset(&path, 0, sizeof(path));
+    struct sockaddr_in *l = (struct sockaddr_in *)&path.local,
+                       *r = (struct sockaddr_in *)&path.remote;
+    l->sin_family = r->sin_family = AF_INET;
+    l->sin_addr.s_addr = r->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    l->sin_port = htons(4433);
+    path.local_len = path.remote_len = sizeof(struct sockaddr_in);
+    aegis_tstamp now = 1000 * AEGIS_NS_PER_S;
+    for (int i = 0; i < N; i++) {
+        uint8_t pkt[60]; /* a keep-alive-sized short-header packet */
+        memset(pkt, 0x33, sizeof(pkt));
+        pkt[0] = 0x40;
+        pkt[1] = (uint8_t)i; /* its own unknown connection id */
+        r->sin_port = htons((uint16_t)(20000 + i));
+        assert_int_equal(aegis_endpoint_recv(srv, &path, pkt, sizeof(pkt), now), 0);
+    }
+    int sent = 0;
+    uint8_t buf[1500];
+    struct aegis_path out;
+    size_t seg;
+    while (aegis_endpoint_send(srv, buf, sizeof(buf), 1, &out, &seg, now) > 0)
+        sent++;
+    assert_int_equal(sent, N);
+    assert_int_equal(aegis_endpoint_stats(srv)->stateless_resets_sent, N);
+    aegis_endpoint_del(srv); /* tfx_config allocated nothing else */
+}
+
 static int cond_client_closed(void *arg)
 {
     return ((struct tfx *)arg)->cli.closed;
@@ -550,6 +591,7 @@ int main(void)
         cmocka_unit_test(test_graceful_shutdown),
         cmocka_unit_test(test_stateless_reset),
         cmocka_unit_test(test_restart_with_static_secret),
+        cmocka_unit_test(test_many_resets_in_one_batch),
         cmocka_unit_test(test_retry_and_cap),
         cmocka_unit_test(test_qlog_files),
     };

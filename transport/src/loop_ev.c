@@ -241,6 +241,9 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
         }
         if (n < BATCH)
             break;
+        /* Send what this batch produced before reading the next: the endpoint's ring of
+         * stateless answers holds more than a batch, not eight. */
+        flush(ev);
     }
     flush(ev);
     rearm(ev);

@@ -343,7 +343,8 @@ int aegis_endpoint_new(const struct aegis_endpoint_config *cfg, struct aegis_end
             ep->handlers[i].user_data = h->user_data;
         }
     }
-    ep->stash = aegis_malloc(mem, EP_STASH_MAX * sizeof(*ep->stash));
+    ep->stash_cap = cfg->is_server ? EP_STASH_SERVER : EP_STASH_CLIENT;
+    ep->stash = aegis_malloc(mem, ep->stash_cap * sizeof(*ep->stash));
     if (!ep->stash) {
         rv = -ENOMEM;
         goto fail;
@@ -439,11 +440,11 @@ static void reap_dead(struct aegis_endpoint *ep, struct aegis_conn *c)
 
 static struct ep_stash *stash_slot(struct aegis_endpoint *ep, const struct aegis_path *path)
 {
-    if (ep->nstash >= EP_STASH_MAX) {
+    if (ep->nstash >= ep->stash_cap) {
         ep->stats.packets_dropped++;
         return NULL;
     }
-    struct ep_stash *s = &ep->stash[ep->nstash];
+    struct ep_stash *s = &ep->stash[(ep->stash_head + ep->nstash) % ep->stash_cap];
     s->path = *path;
     return s;
 }
@@ -674,12 +675,12 @@ long aegis_endpoint_send(struct aegis_endpoint *ep, uint8_t *buf, size_t cap, si
         max_segments = 1;
     ep->now = now;
     if (ep->nstash) {
-        struct ep_stash *s = &ep->stash[0];
+        struct ep_stash *s = &ep->stash[ep->stash_head];
         memcpy(buf, s->buf, s->len);
         *path = s->path;
         *psegsize = s->len;
         long n = (long)s->len;
-        memmove(&ep->stash[0], &ep->stash[1], (ep->nstash - 1) * sizeof(*s));
+        ep->stash_head = (ep->stash_head + 1) % ep->stash_cap;
         ep->nstash--;
         ep->stats.pkts_sent++;
         ep->stats.bytes_sent += (uint64_t)n;

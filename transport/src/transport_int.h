@@ -212,7 +212,12 @@ struct ep_timer {
     struct aegis_conn *conn;
 };
 
-#define EP_STASH_MAX 8
+/* Stateless answers (resets, refusals, Retry, version negotiation) waiting to be sent, a ring.
+ * A server restarted under thousands of agents answers each of their packets with a reset;
+ * the event loop drains the ring after every receive batch (32 datagrams), so a ring larger
+ * than a batch never drops one. A client only ever sends a few. */
+#define EP_STASH_SERVER 64
+#define EP_STASH_CLIENT 4
 
 struct ep_stash {
     struct aegis_path path;
@@ -251,8 +256,8 @@ struct aegis_endpoint {
     /* connections with something to send */
     struct aegis_conn *dirty_head;
     /* stateless packets (Retry, reset, VN) waiting to go out */
-    struct ep_stash *stash;
-    size_t nstash;
+    struct ep_stash *stash; /* ring of stash_cap: stash_head is the oldest */
+    size_t nstash, stash_head, stash_cap;
     uint8_t secret[32];
     aegis_tstamp now; /* the latest `now` handed to an entry point */
     struct aegis_transport_stats stats;
