@@ -222,6 +222,7 @@ struct ctl_server {
     struct aegis_ev *tev;
     struct ctl_timer *sweep_timer, *heartbeat_timer, *defer_timer;
     struct ctl_rpc *defer_head; /* calls with deferred half-close/writable events */
+    int pumps_deferred;         /* some Subscribe pump was refused: the sweep walks the streams */
 
     /* PKI */
     char *ca_pem, *server_pem;

@@ -453,6 +453,7 @@ static void sub_rows(struct ctl_rpc *r, int rv, const struct ctl_db_result *res,
              * the database is back, whichever comes first. */
             st->again = 0;
             st->deferred = 1;
+            r->srv->pumps_deferred = 1;
             return;
         }
         ctl_rpc_fail_db(r, rv, res);
@@ -505,6 +506,7 @@ static void sub_pump(struct ctl_rpc *r)
     if (ctl_rpc_batch(r, r->srv->batch.pump, v, sub_rows, 1) != 0) {
         st->busy = 0;
         st->deferred = 1; /* queue full: the next sweep */
+        r->srv->pumps_deferred = 1;
     }
 }
 
@@ -665,11 +667,17 @@ static void stale_queued_rows(int rv, const struct ctl_db_result *res, void *ud)
 
 void ctl_sweep(struct ctl_server *srv)
 {
-    /* Streams whose pump the database refused (queue full, connection lost) try again. */
-    for (struct ctl_conn *cc = srv->conns; cc; cc = cc->next) {
-        struct ctl_rpc *r = cc->sub;
-        if (r && r->state && ((struct sub_state *)r->state)->deferred)
-            sub_pump(r);
+    /* Streams whose pump the database refused (queue full, connection lost) try again. The
+     * walk over every connection runs only when one was refused: an idle control with 10,000
+     * agents spent an eighth of its CPU walking them every second. A pump refused again
+     * during the walk sets the flag again. */
+    if (srv->pumps_deferred) {
+        srv->pumps_deferred = 0;
+        for (struct ctl_conn *cc = srv->conns; cc; cc = cc->next) {
+            struct ctl_rpc *r = cc->sub;
+            if (r && r->state && ((struct sub_state *)r->state)->deferred)
+                sub_pump(r);
+        }
     }
     ctl_db_exec(srv->db,
                 "WITH x AS (UPDATE deliveries SET status = 'expired', finished_at = now(),"
