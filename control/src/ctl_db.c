@@ -215,6 +215,17 @@ static struct req *queue_pop(struct ctl_db *db)
     return r;
 }
 
+static void queue_push(struct ctl_db *db, struct req *r)
+{
+    r->next = NULL;
+    if (db->qtail)
+        db->qtail->next = r;
+    else
+        db->qhead = r;
+    db->qtail = r;
+    db->qlen++;
+}
+
 static void queue_push_front(struct ctl_db *db, struct req *r)
 {
     r->next = db->qhead;
@@ -757,12 +768,7 @@ static void op_complete(struct conn *c)
         r->conflicts++;
         db->st.conflict_retries++;
         res_clear(&res);
-        if (db->qtail)
-            db->qtail->next = r;
-        else
-            db->qhead = r;
-        db->qtail = r;
-        db->qlen++;
+        queue_push(db, r);
         dispatch(db);
         return;
     }
@@ -1059,12 +1065,7 @@ static int admit(struct ctl_db *db)
  * a submission never calls a callback before it returns). */
 static void enqueue(struct ctl_db *db, struct req *r)
 {
-    if (db->qtail)
-        db->qtail->next = r;
-    else
-        db->qhead = r;
-    db->qtail = r;
-    db->qlen++;
+    queue_push(db, r);
     db->st.submitted++;
     if (!ctl_timer_active(db->kick))
         ctl_timer_start(db->kick, 0);
