@@ -18,7 +18,8 @@ if(TARGET aegis_proto AND TARGET aegis_transport AND TARGET aegis_pki)
 
   aegis_program(aegis-bench-fleet
     ${CMAKE_CURRENT_LIST_DIR}/bench_fleet_main.c
-    ${CMAKE_CURRENT_LIST_DIR}/bench_fleet_oper.c)
+    ${CMAKE_CURRENT_LIST_DIR}/bench_fleet_oper.c
+    ${CMAKE_CURRENT_LIST_DIR}/bench_proc.c)
   target_link_libraries(aegis-bench-fleet PRIVATE aegis_bench_fleet_lib)
 
   aegis_program(aegis-fleet-sim ${CMAKE_CURRENT_LIST_DIR}/fleet_sim.c)

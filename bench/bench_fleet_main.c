@@ -20,6 +20,7 @@
  * in progress, which must never exceed the cap.
  */
 #include "bench_fleet.h"
+#include "bench_proc.h"
 
 #include <aegis/err.h>
 #include <aegis/transport_ev.h>
@@ -138,52 +139,6 @@ static void run_for(uint64_t ns)
 
 /* ---- the control process ------------------------------------------------------------- */
 
-/* utime+stime of pid in microseconds, 0 if unreadable. */
-static uint64_t cpu_us(pid_t pid)
-{
-    char path[64], buf[2048];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    unsigned long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return 0;
-    return (uint64_t)(ut + st) * 1000000u / (uint64_t)sysconf(_SC_CLK_TCK);
-}
-
-/* CPU time of this process (the simulated fleet) in microseconds. */
-static uint64_t self_cpu_us(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
-           (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
-}
-
-/* VmRSS of pid (0 = self) in bytes. */
-static uint64_t rss(pid_t pid)
-{
-    char path[64], line[256];
-    if (pid > 0)
-        snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    else
-        snprintf(path, sizeof(path), "/proc/self/status");
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    unsigned long kb = 0;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %lu kB", &kb) == 1)
-            break;
-    fclose(f);
-    return (uint64_t)kb * 1024u;
-}
-
 static long file_size(const char *path)
 {
     struct stat st;
@@ -283,12 +238,6 @@ static void ctl_stop(struct ctl_proc *p)
 }
 
 /* ---- helpers ----------------------------------------------------------------------------- */
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static double pct_ms(double p)
 {
@@ -392,9 +341,9 @@ static void scenario_connect(void)
     for (size_t i = 0; i < n; i++)
         if (fleet_make_endpoint(&FL, &FL.agents[i]) != 0)
             fleet_die("cannot create the endpoint of agent %zu", i);
-    rss_before_agents = rss(CTL[0].pid);
-    uint64_t b0 = self_cpu_us();
-    uint64_t c0 = cpu_us(CTL[0].pid), t0 = aegis_now(),
+    rss_before_agents = bench_rss_bytes(CTL[0].pid);
+    uint64_t b0 = bench_cpu_us_self();
+    uint64_t c0 = bench_cpu_us_pid(CTL[0].pid), t0 = aegis_now(),
              end = t0 + (uint64_t)O.timeout_s * AEGIS_NS_PER_S;
     size_t next = 0;
     size_t par = O.parallel > 0 ? (size_t)O.parallel : n;
@@ -412,14 +361,14 @@ static void scenario_connect(void)
     /* Reconnects (backoff) go to whichever instance FL.server names: instance A. */
     if (nctl > 1)
         use_instance(0);
-    uint64_t t1 = aegis_now(), c1 = cpu_us(CTL[0].pid);
+    uint64_t t1 = aegis_now(), c1 = bench_cpu_us_pid(CTL[0].pid);
     uint64_t *auth = calloc(n, sizeof(*auth));
     size_t na = 0;
     for (size_t i = 0; i < n; i++)
         if (FL.agents[i].phase == FA_READY && auth)
             auth[na++] = FL.agents[i].t_auth - t0;
     if (auth)
-        qsort(auth, na, sizeof(*auth), cmp_u64);
+        qsort(auth, na, sizeof(*auth), bench_cmp_u64);
     double el = secs(t1 - t0);
     printf("RESULT mode=fleet scenario=connect n=%zu parallel=%zu authenticated=%llu seconds=%.3f "
            "auth_p50_ms=%.1f auth_p99_ms=%.1f handshakes_ok=%llu handshakes_failed=%llu "
@@ -430,8 +379,8 @@ static void scenario_connect(void)
            (unsigned long long)FL.st.handshakes_ok, (unsigned long long)FL.st.handshakes_failed,
            (unsigned long long)FL.st.retries, (unsigned long long)FL.st.auth_failed,
            (unsigned long long)FL.st.auth_shed, (double)(c1 - c0) / 1e6,
-           (double)(c1 - c0) / 1e4 / el, (double)rss(CTL[0].pid) / 1048576.0,
-           (double)rss(0) / 1048576.0, (double)(self_cpu_us() - b0) / 1e6);
+           (double)(c1 - c0) / 1e4 / el, (double)bench_rss_bytes(CTL[0].pid) / 1048576.0,
+           (double)bench_rss_bytes(0) / 1048576.0, (double)(bench_cpu_us_self() - b0) / 1e6);
     fflush(stdout);
     free(auth);
     if (FL.st.ready < n) {
@@ -445,10 +394,10 @@ static void scenario_idle(void)
 {
     size_t n = (size_t)O.n;
     uint64_t closes0 = FL.st.closes, rx0 = FL.st.rx_pkts, tx0 = FL.st.tx_pkts;
-    uint64_t c0 = cpu_us(CTL[0].pid), t0 = aegis_now(), b0 = self_cpu_us();
+    uint64_t c0 = bench_cpu_us_pid(CTL[0].pid), t0 = aegis_now(), b0 = bench_cpu_us_self();
     run_for((uint64_t)O.idle_s * AEGIS_NS_PER_S);
-    uint64_t c1 = cpu_us(CTL[0].pid), t1 = aegis_now();
-    uint64_t r = rss(CTL[0].pid);
+    uint64_t c1 = bench_cpu_us_pid(CTL[0].pid), t1 = aegis_now();
+    uint64_t r = bench_rss_bytes(CTL[0].pid);
     double el = secs(t1 - t0), cpu = (double)(c1 - c0) / 1e6;
     printf("RESULT mode=fleet scenario=idle n=%zu seconds=%.1f ready=%zu server_rss_mb=%.1f "
            "server_rss_per_agent_kb=%.1f server_cpu_pct=%.2f server_cpu_s_per_min=%.2f "
@@ -457,7 +406,7 @@ static void scenario_idle(void)
            (double)(r > rss_before_agents ? r - rss_before_agents : 0) / 1024.0 / (double)n,
            cpu * 100.0 / el, cpu * 60.0 / el, (unsigned long long)(FL.st.closes - closes0),
            (unsigned long long)(FL.st.tx_pkts - tx0), (unsigned long long)(FL.st.rx_pkts - rx0),
-           (double)(self_cpu_us() - b0) / 1e4 / el);
+           (double)(bench_cpu_us_self() - b0) / 1e4 / el);
     fflush(stdout);
 }
 
@@ -467,17 +416,17 @@ static void scenario_fanout(void)
     char id[37], db_out[5][64];
     unsigned targeted = 0;
     FL.nlat = 0;
-    uint64_t c0 = cpu_us(CTL[0].pid), b0 = self_cpu_us(), af0 = FL.st.acks_failed;
+    uint64_t c0 = bench_cpu_us_pid(CTL[0].pid), b0 = bench_cpu_us_self(), af0 = FL.st.acks_failed;
     FL.cmd_t0 = aegis_now();
     send_command("bench_fanout", id, &targeted);
     uint64_t rpc = aegis_now() - FL.cmd_t0;
     uint64_t end = FL.cmd_t0 + (uint64_t)O.timeout_s * AEGIS_NS_PER_S;
     while (FL.nlat < targeted && aegis_now() < end)
         ev_run(loop, EVRUN_ONCE);
-    uint64_t t_all = aegis_now() - FL.cmd_t0, c1 = cpu_us(CTL[0].pid);
+    uint64_t t_all = aegis_now() - FL.cmd_t0, c1 = bench_cpu_us_pid(CTL[0].pid);
     FL.cmd_t0 = 0;
     long durable = poll_durable(id, (long)targeted, aegis_now() + 10 * AEGIS_NS_PER_S, db_out);
-    qsort(FL.lat, FL.nlat, sizeof(uint64_t), cmp_u64);
+    qsort(FL.lat, FL.nlat, sizeof(uint64_t), bench_cmp_u64);
     printf("RESULT mode=fleet scenario=fanout n=%zu targeted=%u acked=%zu durable=%ld "
            "sendcommand_ms=%.1f all_acked_s=%.3f p50_ms=%.1f p99_ms=%.1f max_ms=%.1f "
            "db_p50_ms=%s db_p99_ms=%s db_max_ms=%s acks_shed=%llu server_cpu_s=%.2f "
@@ -485,7 +434,7 @@ static void scenario_fanout(void)
            n, targeted, FL.nlat, durable, (double)rpc / 1e6, secs(t_all), pct_ms(0.5), pct_ms(0.99),
            FL.nlat ? (double)FL.lat[FL.nlat - 1] / 1e6 : -1.0, db_out[2], db_out[3], db_out[4],
            (unsigned long long)(FL.st.acks_failed - af0), (double)(c1 - c0) / 1e6,
-           (double)(self_cpu_us() - b0) / 1e6, id);
+           (double)(bench_cpu_us_self() - b0) / 1e6, id);
     fflush(stdout);
     if (targeted != n || durable != (long)n) {
         check_failed = 1;
@@ -503,7 +452,7 @@ static void scenario_telemetry(void)
     FL.tel_events_per_batch = (unsigned)O.tel_events;
     FL.tel_batches_per_call = (unsigned)O.tel_batches;
     FL.tel_running = 1;
-    uint64_t e0 = FL.st.tel_events_committed, c0 = cpu_us(CTL[0].pid), t0 = aegis_now();
+    uint64_t e0 = FL.st.tel_events_committed, c0 = bench_cpu_us_pid(CTL[0].pid), t0 = aegis_now();
     for (size_t i = 0; i < k; i++)
         fleet_telemetry_call(&FL, &FL.agents[i]);
     run_for((uint64_t)O.tel_s * AEGIS_NS_PER_S);
@@ -518,7 +467,7 @@ static void scenario_telemetry(void)
             break;
         ev_run(loop, EVRUN_ONCE);
     }
-    uint64_t t1 = aegis_now(), c1 = cpu_us(CTL[0].pid);
+    uint64_t t1 = aegis_now(), c1 = bench_cpu_us_pid(CTL[0].pid);
     if (fleet_db_row(db, "SELECT count(*) FROM telemetry", NULL, after, 1) != 0)
         fleet_die("cannot count telemetry rows");
     double el = secs(t1 - t0);
@@ -572,7 +521,7 @@ static void scenario_artifact(void)
     char err[512], db_out[5][64];
     FL.nlat = 0;
     uint64_t rx0 = FL.st.rx_bytes, fb0 = FL.st.fetch_bytes, ok0 = FL.st.fetch_ok,
-             bad0 = FL.st.fetch_failed, c0 = cpu_us(CTL[0].pid);
+             bad0 = FL.st.fetch_failed, c0 = bench_cpu_us_pid(CTL[0].pid);
     FL.cmd_t0 = aegis_now();
     if (fleet_oper_call(oper, "AssignArtifact", buf, len, 60, &out, &ol, err, sizeof(err)) != 0)
         fleet_die("%s", err);
@@ -588,7 +537,7 @@ static void scenario_artifact(void)
     uint64_t end = FL.cmd_t0 + (uint64_t)O.timeout_s * AEGIS_NS_PER_S;
     while (FL.nlat < k && aegis_now() < end)
         ev_run(loop, EVRUN_ONCE);
-    uint64_t t_all = aegis_now() - FL.cmd_t0, c1 = cpu_us(CTL[0].pid);
+    uint64_t t_all = aegis_now() - FL.cmd_t0, c1 = bench_cpu_us_pid(CTL[0].pid);
     FL.cmd_t0 = 0;
     long durable = poll_durable(cmd, (long)k, aegis_now() + 10 * AEGIS_NS_PER_S, db_out);
     uint64_t payload = FL.st.fetch_bytes - fb0, egress = FL.st.rx_bytes - rx0;
@@ -680,7 +629,7 @@ static void scenario_enroll(void)
     for (size_t i = 0; i < k; i++)
         if (fleet_make_endpoint(&FL, &FL.agents[base + i]) != 0)
             fleet_die("cannot create the endpoint of enrolling agent %zu", i);
-    uint64_t ok0 = FL.st.enroll_ok, bad0 = FL.st.enroll_failed, c0 = cpu_us(CTL[0].pid);
+    uint64_t ok0 = FL.st.enroll_ok, bad0 = FL.st.enroll_failed, c0 = bench_cpu_us_pid(CTL[0].pid);
     uint64_t t0 = aegis_now(), end = t0 + (uint64_t)O.timeout_s * AEGIS_NS_PER_S;
     for (size_t i = 0; i < k; i++) {
         FL.agents[base + i].phase = FA_ENROLLING;
@@ -689,7 +638,7 @@ static void scenario_enroll(void)
     }
     while (FL.st.enroll_ok - ok0 + FL.st.enroll_failed - bad0 < k && aegis_now() < end)
         ev_run(loop, EVRUN_ONCE);
-    uint64_t t1 = aegis_now(), c1 = cpu_us(CTL[0].pid);
+    uint64_t t1 = aegis_now(), c1 = bench_cpu_us_pid(CTL[0].pid);
     char rows[1][64];
     if (fleet_db_row(db,
                      "SELECT count(*) FROM agents WHERE labels @> '{\"" FLEET_LABEL_KEY
@@ -724,7 +673,8 @@ static void scenario_scaleout(void)
     long on_a = atol(split[0]), on_b = atol(split[1]);
     unsigned targeted = 0;
     FL.nlat = 0;
-    uint64_t ca0 = cpu_us(CTL[0].pid), cb0 = cpu_us(CTL[1].pid), af0 = FL.st.acks_failed;
+    uint64_t ca0 = bench_cpu_us_pid(CTL[0].pid), cb0 = bench_cpu_us_pid(CTL[1].pid),
+             af0 = FL.st.acks_failed;
     /* One SendCommand through instance A's operator API: B's agents get it by NOTIFY. */
     FL.cmd_t0 = aegis_now();
     send_command("bench_scaleout", id, &targeted);
@@ -733,7 +683,7 @@ static void scenario_scaleout(void)
     while (FL.nlat < targeted && aegis_now() < end)
         ev_run(loop, EVRUN_ONCE);
     uint64_t t_all = aegis_now() - FL.cmd_t0;
-    uint64_t ca1 = cpu_us(CTL[0].pid), cb1 = cpu_us(CTL[1].pid);
+    uint64_t ca1 = bench_cpu_us_pid(CTL[0].pid), cb1 = bench_cpu_us_pid(CTL[1].pid);
     FL.cmd_t0 = 0;
     long durable = poll_durable(id, (long)targeted, aegis_now() + 10 * AEGIS_NS_PER_S, all);
     /* The deliveries of agents held by instance B (UUIDs are ours: safe to inline). */
@@ -751,7 +701,7 @@ static void scenario_scaleout(void)
     if (fleet_db_row(db, sql, id, rem, 5) != 0)
         fleet_die("cannot poll the deliveries of instance B's agents");
     long rem_durable = atol(rem[0]), rem_rows = atol(rem[1]);
-    qsort(FL.lat, FL.nlat, sizeof(uint64_t), cmp_u64);
+    qsort(FL.lat, FL.nlat, sizeof(uint64_t), bench_cmp_u64);
     printf("RESULT mode=fleet scenario=scaleout n=%zu instances=2 on_a=%ld on_b=%ld targeted=%u "
            "acked=%zu durable=%ld sendcommand_ms=%.1f all_acked_s=%.3f p50_ms=%.1f p99_ms=%.1f "
            "max_ms=%.1f db_p50_ms=%s db_p99_ms=%s db_max_ms=%s remote_durable=%ld/%ld "
@@ -908,7 +858,7 @@ static double ack_pct(uint64_t *v, size_t n, double p)
 {
     if (!n)
         return -1;
-    qsort(v, n, sizeof(*v), cmp_u64);
+    qsort(v, n, sizeof(*v), bench_cmp_u64);
     return (double)v[(size_t)(p * (double)(n - 1))] / 1e6;
 }
 
@@ -991,13 +941,13 @@ static void scenario_flood(void)
     snprintf(out_path, sizeof(out_path), "%s.flood", O.log);
 
     /* Calm: K rounds with nothing else going on. */
-    uint64_t c0 = cpu_us(CTL[0].pid);
+    uint64_t c0 = bench_cpu_us_pid(CTL[0].pid);
     for (size_t i = 0; i < k; i++) {
         snprintf(action, sizeof(action), "bench_calm_%zu", i);
         calm[i] = flood_round(action, &dur_calm, &acks_calm, &nac);
         ok_calm += calm[i] >= 0;
     }
-    uint64_t c1 = cpu_us(CTL[0].pid);
+    uint64_t c1 = bench_cpu_us_pid(CTL[0].pid);
     long hs_calm_max = M.hs_max;
 
     /* The flood, started by PID; measured only once it holds the server's handshake slots
@@ -1016,13 +966,13 @@ static void scenario_flood(void)
         metrics_poll();
     }
     double ramp_s = M.hs_last >= want ? secs(aegis_now() - tf) : -1.0;
-    uint64_t c2 = cpu_us(CTL[0].pid), f2 = cpu_us(flood_pid);
+    uint64_t c2 = bench_cpu_us_pid(CTL[0].pid), f2 = bench_cpu_us_pid(flood_pid);
     for (size_t i = 0; i < k; i++) {
         snprintf(action, sizeof(action), "bench_flood_%zu", i);
         fl[i] = flood_round(action, &dur_flood, &acks_flood, &naf);
         ok_flood += fl[i] >= 0;
     }
-    uint64_t c3 = cpu_us(CTL[0].pid), f3 = cpu_us(flood_pid);
+    uint64_t c3 = bench_cpu_us_pid(CTL[0].pid), f3 = bench_cpu_us_pid(flood_pid);
     /* One more scrape at the end of the flood, then stop it. */
     M.last_ns = 0;
     metrics_poll();

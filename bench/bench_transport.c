@@ -25,6 +25,8 @@
 #include <aegis/rpc.h>
 #include <aegis/transport_ev.h>
 
+#include "bench_proc.h"
+
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
@@ -107,63 +109,6 @@ static uint64_t now_ns(void)
 static uint64_t wall_ns(void)
 {
     return aegis_wallclock();
-}
-
-static uint64_t cpu_us_self(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
-           (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
-}
-
-/* utime+stime of another process in microseconds, 0 if unreadable. */
-static uint64_t cpu_us_pid(long pid)
-{
-    if (pid <= 0)
-        return 0;
-    char path[64], buf[2048];
-    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return 0;
-    unsigned long ut = 0, st = 0;
-    /* fields after ") ": state(3) ... utime(14) stime(15) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return 0;
-    long hz = sysconf(_SC_CLK_TCK);
-    return (uint64_t)(ut + st) * 1000000u / (uint64_t)hz;
-}
-
-/* VmRSS in bytes. */
-static uint64_t rss_pid(long pid)
-{
-    char path[64], line[256];
-    if (pid > 0)
-        snprintf(path, sizeof(path), "/proc/%ld/status", pid);
-    else
-        snprintf(path, sizeof(path), "/proc/self/status");
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    uint64_t kb = 0;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %lu kB", (unsigned long *)&kb) == 1)
-            break;
-    fclose(f);
-    return kb * 1024;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 struct samples {
@@ -637,7 +582,7 @@ static int run_unary(void)
     aegis__bench__v1__echo_request__pack(&req, rb);
     struct unary_slot *slots = calloc((size_t)O.concurrency, sizeof(*slots));
     /* warm-up is the handshake itself; measure from here */
-    uint64_t c0 = cpu_us_self(), s0 = cpu_us_pid(O.server_pid), t0 = now_ns();
+    uint64_t c0 = bench_cpu_us_self(), s0 = bench_cpu_us_pid(O.server_pid), t0 = now_ns();
     unary_running = 1;
     for (long i = 0; i < O.concurrency; i++) {
         slots[i].conn = C.conns[i % O.conns];
@@ -650,8 +595,8 @@ static int run_unary(void)
         ev_run(loop, EVRUN_ONCE);
     unary_running = 0;
     double secs = (double)(now_ns() - t0) / 1e9;
-    uint64_t c1 = cpu_us_self(), s1 = cpu_us_pid(O.server_pid);
-    qsort(lat.v, lat.n, sizeof(uint64_t), cmp_u64);
+    uint64_t c1 = bench_cpu_us_self(), s1 = bench_cpu_us_pid(O.server_pid);
+    qsort(lat.v, lat.n, sizeof(uint64_t), bench_cmp_u64);
     double cpu = done_rpcs ? (double)((c1 - c0) + (s1 - s0)) / (double)done_rpcs : 0;
     printf("RESULT mode=unary conns=%ld concurrency=%ld size=%ld rps=%.0f p50_us=%.1f "
            "p90_us=%.1f p99_us=%.1f p999_us=%.1f cpu_us_per_rpc=%.1f server_cpu_counted=%d "
@@ -720,7 +665,7 @@ static int run_xfer(int download)
     struct aegis_call_callbacks cb = {.on_message = xfer_msg, .on_close = xfer_close};
     struct aegis_call *call;
     struct upl u = {0};
-    uint64_t c0 = cpu_us_self(), s0 = cpu_us_pid(O.server_pid), t0 = now_ns();
+    uint64_t c0 = bench_cpu_us_self(), s0 = bench_cpu_us_pid(O.server_pid), t0 = now_ns();
     if (download) {
         if (aegis_call_start(conn, SVC "Download", AEGIS_RPC_SERVER_STREAMING, NULL, &cb, NULL,
                              &call))
@@ -751,7 +696,7 @@ static int run_xfer(int download)
     while (!xfer_done && now_ns() < end && !stop)
         ev_run(loop, EVRUN_ONCE);
     double secs = (double)(now_ns() - t0) / 1e9;
-    uint64_t c1 = cpu_us_self(), s1 = cpu_us_pid(O.server_pid);
+    uint64_t c1 = bench_cpu_us_self(), s1 = bench_cpu_us_pid(O.server_pid);
     if (!download)
         xfer_bytes = (uint64_t)O.size;
     /* CPU per byte is steadier than the rate on a shared machine */
@@ -822,17 +767,17 @@ static int run_connect(void)
 {
     size_t n = (size_t)O.n;
     client_init(n);
-    uint64_t srss0 = rss_pid(O.server_pid), crss0 = rss_pid(0);
-    uint64_t sc0 = cpu_us_pid(O.server_pid), cc0 = cpu_us_self(), t0 = now_ns();
+    uint64_t srss0 = bench_rss_bytes(O.server_pid), crss0 = bench_rss_bytes(0);
+    uint64_t sc0 = bench_cpu_us_pid(O.server_pid), cc0 = bench_cpu_us_self(), t0 = now_ns();
     open_many(n, (size_t)O.parallel);
     double secs = (double)(now_ns() - t0) / 1e9;
     /* let the Subscribe streams settle, then measure memory */
     uint64_t settle = now_ns() + 1 * AEGIS_NS_PER_S;
     while (now_ns() < settle)
         ev_run(loop, EVRUN_ONCE);
-    uint64_t sc1 = cpu_us_pid(O.server_pid), cc1 = cpu_us_self();
-    uint64_t srss1 = rss_pid(O.server_pid), crss1 = rss_pid(0);
-    qsort(C.setup.v, C.setup.n, sizeof(uint64_t), cmp_u64);
+    uint64_t sc1 = bench_cpu_us_pid(O.server_pid), cc1 = bench_cpu_us_self();
+    uint64_t srss1 = bench_rss_bytes(O.server_pid), crss1 = bench_rss_bytes(0);
+    qsort(C.setup.v, C.setup.n, sizeof(uint64_t), bench_cmp_u64);
     printf("RESULT mode=connect n=%zu parallel=%ld handshakes_per_s=%.0f setup_p50_us=%.0f "
            "setup_p99_us=%.0f server_bytes_per_conn=%.0f client_bytes_per_conn=%.0f "
            "server_cpu_us_per_conn=%.0f client_cpu_us_per_conn=%.0f\n",
@@ -889,7 +834,7 @@ static int run_fanout(void)
         while ((deliveries < want || !trig_done) && now_ns() < end)
             ev_run(loop, EVRUN_ONCE);
     }
-    qsort(deliv.v, deliv.n, sizeof(uint64_t), cmp_u64);
+    qsort(deliv.v, deliv.n, sizeof(uint64_t), bench_cmp_u64);
     printf("RESULT mode=fanout n=%zu rounds=%ld deliveries=%llu p50_us=%.0f p99_us=%.0f "
            "max_us=%.0f\n",
            n, O.rounds, (unsigned long long)deliveries, (double)pct(&deliv, 0.5) / 1e3,
@@ -903,7 +848,7 @@ static int run_idle(void)
 {
     size_t n = (size_t)O.n;
     client_init(n);
-    uint64_t srss0 = rss_pid(O.server_pid);
+    uint64_t srss0 = bench_rss_bytes(O.server_pid);
     open_many(n, (size_t)O.parallel);
     /* let the handshake flights and Subscribe streams settle */
     uint64_t settle = now_ns() + 2 * AEGIS_NS_PER_S;
@@ -912,13 +857,13 @@ static int run_idle(void)
     const struct aegis_transport_stats *st = aegis_endpoint_stats(aegis_ev_endpoint(C.ev));
     uint64_t ps0 = st->pkts_sent, pr0 = st->pkts_recv;
     size_t closed0 = C.closed;
-    uint64_t sc0 = cpu_us_pid(O.server_pid), cc0 = cpu_us_self(), t0 = now_ns();
+    uint64_t sc0 = bench_cpu_us_pid(O.server_pid), cc0 = bench_cpu_us_self(), t0 = now_ns();
     uint64_t end = t0 + (uint64_t)O.seconds * AEGIS_NS_PER_S;
     while (now_ns() < end && !stop)
         ev_run(loop, EVRUN_ONCE);
     double secs = (double)(now_ns() - t0) / 1e9;
-    uint64_t sc1 = cpu_us_pid(O.server_pid), cc1 = cpu_us_self();
-    uint64_t srss1 = rss_pid(O.server_pid);
+    uint64_t sc1 = bench_cpu_us_pid(O.server_pid), cc1 = bench_cpu_us_self();
+    uint64_t srss1 = bench_rss_bytes(O.server_pid);
     double scpu = O.server_pid > 0 ? (double)(sc1 - sc0) / 1e6 : -1.0;
     double ccpu = (double)(cc1 - cc0) / 1e6;
     printf("RESULT mode=idle n=%zu seconds=%.1f keepalive_ms=%ld server_cpu_pct=%.2f "
