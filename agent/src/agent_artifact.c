@@ -4,6 +4,7 @@
 #include "agent_unzstd.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -164,7 +165,7 @@ int agent_artifact_paths(const char *dir, const uint8_t sha[AGENT_SHA256_LEN], c
                          char *blob, size_t len)
 {
     char hex[2 * AGENT_SHA256_LEN + 1];
-    agent_hex(sha, AGENT_SHA256_LEN, hex);
+    aegis_hex_encode(sha, AGENT_SHA256_LEN, hex, sizeof(hex));
     int n1 = snprintf(part, len, "%s/%s.part", dir, hex);
     int n2 = snprintf(blob, len, "%s/%s.blob", dir, hex);
     return (n1 < 0 || (size_t)n1 >= len || n2 < 0 || (size_t)n2 >= len) ? -ENAMETOOLONG : 0;

@@ -43,17 +43,6 @@ int agent_sha256_final(struct agent_sha256 *ctx, uint8_t out[AGENT_SHA256_LEN])
     return rc == 0 ? 0 : AEGIS_ERR_CRYPTO;
 }
 
-int agent_sha256(const void *data, size_t len, uint8_t out[AGENT_SHA256_LEN])
-{
-    struct agent_sha256 ctx;
-    int rv = agent_sha256_init(&ctx);
-    if (rv != 0)
-        return rv;
-    rv = agent_sha256_update(&ctx, data, len);
-    int rv2 = agent_sha256_final(&ctx, out);
-    return rv != 0 ? rv : rv2;
-}
-
 int agent_ed25519_verify(const uint8_t pub[AGENT_ED25519_PUB_LEN], const uint8_t *msg, size_t len,
                          const uint8_t *sig, size_t siglen)
 {
@@ -81,25 +70,11 @@ int agent_ed25519_from_spki(const uint8_t *spki, size_t len, uint8_t pub[AGENT_E
     return 0;
 }
 
-void agent_hex(const uint8_t *data, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[data[i] >> 4];
-        out[2 * i + 1] = digits[data[i] & 0xf];
-    }
-    out[2 * len] = '\0';
-}
-
 int agent_key_id(const uint8_t pub[AGENT_ED25519_PUB_LEN], char out[AGENT_KEY_ID_LEN + 1])
 {
-    uint8_t spki[AGENT_ED25519_SPKI_LEN], h[AGENT_SHA256_LEN];
+    uint8_t spki[AGENT_ED25519_SPKI_LEN];
     agent_ed25519_spki(pub, spki);
-    int rv = agent_sha256(spki, sizeof(spki), h);
-    if (rv != 0)
-        return rv;
-    agent_hex(h, AGENT_KEY_ID_LEN / 2, out);
-    return 0;
+    return aegis_key_id_from_spki(spki, sizeof(spki), out);
 }
 
 int agent_random(void *buf, size_t len)

@@ -25,13 +25,14 @@ struct agent_sha256 {
     _Alignas(16) uint8_t opaque[512];
 };
 
-/* agent_sha256_init/update/final: 0 or AEGIS_ERR_CRYPTO. final also frees
- * the context (call init again to reuse it). */
+/* agent_sha256_init/update/final: an incremental SHA-256 on the caller's stack (no allocation,
+ * unlike aegis_sha256_new), for artifacts hashed as they arrive. 0 or AEGIS_ERR_CRYPTO. final also
+ * frees the context (call init again to reuse it). */
 int agent_sha256_init(struct agent_sha256 *ctx);
 int agent_sha256_update(struct agent_sha256 *ctx, const void *data, size_t len);
 int agent_sha256_final(struct agent_sha256 *ctx, uint8_t out[AGENT_SHA256_LEN]);
-/* agent_sha256 hashes one buffer. 0 or AEGIS_ERR_CRYPTO. */
-int agent_sha256(const void *data, size_t len, uint8_t out[AGENT_SHA256_LEN]);
+/* One buffer at once: aegis_sha256_hash (aegis/pki.h). Key ids: aegis_key_id_from_spki, below
+ * through agent_key_id. Hex text: aegis_hex_encode (aegis/hex.h). */
 
 /*
  * agent_ed25519_verify checks an Ed25519 signature over msg with the raw
@@ -51,9 +52,6 @@ int agent_ed25519_from_spki(const uint8_t *spki, size_t len, uint8_t pub[AGENT_E
 
 /* agent_key_id formats the key id (16 hex chars + NUL) of a raw key. */
 int agent_key_id(const uint8_t pub[AGENT_ED25519_PUB_LEN], char out[AGENT_KEY_ID_LEN + 1]);
-
-/* agent_hex writes 2*len lower-case hex chars + NUL into out. */
-void agent_hex(const uint8_t *data, size_t len, char *out);
 
 /* agent_random fills buf from getrandom(2). 0 or -errno. */
 int agent_random(void *buf, size_t len);

@@ -12,6 +12,7 @@
 #include "agent_version.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
 #include <aegis/pki.h>
 #include <aegis/rpc.h>
 #include <aegis/transport_ev.h>
@@ -110,7 +111,7 @@ static void make_uuid(char out[37])
     r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
     r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
     char hex[33];
-    agent_hex(r, 16, hex);
+    aegis_hex_encode(r, 16, hex, sizeof(hex));
     snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
 }
 

@@ -13,6 +13,7 @@
 #include "agent_msg.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
 #include <aegis/rpc.h>
 
 #include <errno.h>
@@ -96,7 +97,7 @@ static void finish(struct agent *a, struct agent_job *job, const char *part, con
     int kind = 0, fetch_only = 0;
     job_sha(job, &kind, &fetch_only);
     char hex8[17];
-    agent_hex(job->meta.sha256, 8, hex8);
+    aegis_hex_encode(job->meta.sha256, 8, hex8, sizeof(hex8));
     agent_telemetry_event(a, "artifact_downloaded", "command", job->cmd->id, "name",
                           job->meta.name);
     int k = job->meta.kind;

@@ -669,7 +669,7 @@ size_t fake_add_artifact(struct fake *f, const char *name, int kind, const char 
         memcpy(a->content, raw, rawlen);
         a->len = rawlen;
     }
-    agent_sha256(a->content, a->len, a->sha);
+    aegis_sha256_hash(a->content, a->len, a->sha);
     Aegis__V1__ArtifactStatement st = AEGIS__V1__ARTIFACT_STATEMENT__INIT;
     st.name = (char *)name;
     st.kind = (Aegis__V1__ArtifactKind)kind;

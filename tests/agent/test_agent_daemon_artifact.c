@@ -13,6 +13,7 @@
 #include "agentd_test_keys.h"
 
 #include <aegis/err.h>
+#include <aegis/pki.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,7 +125,7 @@ static void test_content(void **state)
     struct agent_artifact_meta m;
     memset(&m, 0, sizeof(m));
     m.size = m.uncompressed_size = sizeof(data);
-    assert_int_equal(agent_sha256(data, sizeof(data), m.sha256), 0);
+    assert_int_equal(aegis_sha256_hash(data, sizeof(data), m.sha256), 0);
     assert_int_equal(agent_artifact_paths(dir, m.sha256, part, blob, sizeof(part)), 0);
     char why[512];
     /* resume: chunks must continue the file exactly */

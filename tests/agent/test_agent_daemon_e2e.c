@@ -18,6 +18,7 @@
 #include "agentd_fake.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -430,7 +431,7 @@ static void test_artifacts(void **st)
     assert_int_equal(F.fetch_offsets[nf], 0);
     assert_int_equal(F.fetch_offsets[nf + 1], 40000); /* resumed, not restarted */
     char hex[65], path[800];
-    agent_hex(F.arts[good].sha, 32, hex);
+    aegis_hex_encode(F.arts[good].sha, 32, hex, sizeof(hex));
     snprintf(path, sizeof(path), "%s/artifacts/%s.blob.data", state, hex);
     uint8_t *d = NULL;
     size_t dl = 0;
