@@ -2,6 +2,7 @@
 #include "agent_io.h"
 
 #include <aegis/err.h>
+#include <aegis/proto.h>
 
 #include <errno.h>
 #include <string.h>
@@ -157,22 +158,6 @@ int agent_cmd_admit(struct agent_seen *seen, const Aegis__V1__Command *cmd, aegi
 
 const char *agent_cmd_payload_name(const Aegis__V1__Command *cmd)
 {
-    switch (cmd->payload_case) {
-    case AEGIS__V1__COMMAND__PAYLOAD_APPLY_POLICY:
-        return "apply_policy";
-    case AEGIS__V1__COMMAND__PAYLOAD_LOAD_ARTIFACT:
-        return "load_artifact";
-    case AEGIS__V1__COMMAND__PAYLOAD_RUN_ACTION:
-        return "run_action";
-    case AEGIS__V1__COMMAND__PAYLOAD_RESTART_AGENT:
-        return "restart_agent";
-    case AEGIS__V1__COMMAND__PAYLOAD_UPDATE_AGENT:
-        return "update_agent";
-    case AEGIS__V1__COMMAND__PAYLOAD_COLLECT_INVENTORY:
-        return "collect_inventory";
-    case AEGIS__V1__COMMAND__PAYLOAD_UNLOAD_ARTIFACT:
-        return "unload_artifact";
-    default:
-        return "unknown";
-    }
+    const char *k = aegis_command_kind(cmd);
+    return k ? k : "unknown";
 }

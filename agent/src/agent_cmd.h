@@ -81,7 +81,8 @@ enum agent_cmd_admission {
 int agent_cmd_admit(struct agent_seen *seen, const Aegis__V1__Command *cmd, aegis_tstamp now,
                     enum agent_cmd_admission *padm, uint32_t *poutcome);
 
-/* agent_cmd_payload_name: "apply_policy", "run_action", ... for logs. */
+/* agent_cmd_payload_name: aegis_command_kind ("apply_policy", "run_action", ...), or
+ * "unknown" for logs. */
 const char *agent_cmd_payload_name(const Aegis__V1__Command *cmd);
 
 #endif

@@ -331,7 +331,7 @@ static void delivery_row(struct ctl_table *t, const Aegis__V1__CommandDelivery *
 
 static const char *payload_name(const Aegis__V1__Command *c)
 {
-    const char *k = ctl_command_kind(c);
+    const char *k = aegis_command_kind(c);
     return k ? k : "-";
 }
 

@@ -21,13 +21,3 @@ int ctl_kind_from_name(const char *name)
             return k;
     return 0;
 }
-
-const char *ctl_command_kind(const Aegis__V1__Command *c)
-{
-    if (!c || c->payload_case == AEGIS__V1__COMMAND__PAYLOAD__NOT_SET)
-        return NULL;
-    /* The oneof's case value is the member's field number. */
-    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(
-        &aegis__v1__command__descriptor, (unsigned)c->payload_case);
-    return f && (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ? f->name : NULL;
-}

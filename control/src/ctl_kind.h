@@ -9,7 +9,7 @@
 #ifndef CTL_KIND_H
 #define CTL_KIND_H
 
-#include <aegis/v1/command.pb-c.h>
+#include <aegis/proto.h>
 
 /* Highest ArtifactKind value with a name (ARTIFACT_KIND_FILE). */
 #define CTL_KIND_MAX 5
@@ -24,9 +24,6 @@ const char *ctl_kind_name(int kind);
  * kind. */
 int ctl_kind_from_name(const char *name);
 
-/* ctl_command_kind returns the name of c's payload ("apply_policy",
- * "load_artifact", ...: its field name in the payload oneof), or NULL when c
- * carries none. The string is static. */
-const char *ctl_command_kind(const Aegis__V1__Command *c);
+/* Command kinds: aegis_command_kind (aegis/proto.h), shared with the agent. */
 
 #endif

@@ -505,7 +505,7 @@ const char *ctl_cmd_kind(const Aegis__V1__Command *c)
     if (c->payload_case == AEGIS__V1__COMMAND__PAYLOAD_LOAD_ARTIFACT && c->load_artifact &&
         c->load_artifact->fetch_only)
         return "fetch_artifact";
-    return ctl_command_kind(c);
+    return aegis_command_kind(c);
 }
 
 static void send_command_done(struct ctl_rpc *r, int rv, const struct ctl_db_result *res,

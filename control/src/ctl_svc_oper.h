@@ -75,7 +75,7 @@ void ctl_promote_policy(struct ctl_rpc *r);
 void ctl_rollback_policy(struct ctl_rpc *r);
 void ctl_policy_free(struct ctl_rpc *r);
 void ctl_assign_free(struct ctl_rpc *r);
-/* ctl_cmd_kind is what commands.kind records for c: the payload's name (ctl_command_kind),
+/* ctl_cmd_kind is what commands.kind records for c: the payload's name (aegis_command_kind),
  * except that a download without loading is "fetch_artifact"; NULL without a payload. */
 const char *ctl_cmd_kind(const Aegis__V1__Command *c);
 /* ctl_cmd_spec_fail answers a ctl_cmd_create refusal (unless already answered). */

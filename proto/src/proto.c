@@ -4,6 +4,7 @@
  */
 #include <aegis/err.h>
 #include <aegis/proto.h>
+#include <aegis/v1/command.pb-c.h>
 
 #include <errno.h>
 #include <stdint.h>
@@ -293,4 +294,14 @@ int aegis_proto_pack(const ProtobufCMessage *msg, const struct aegis_mem *mem, u
     *pbuf = buf;
     *plen = size;
     return 0;
+}
+
+const char *aegis_command_kind(const struct Aegis__V1__Command *cmd)
+{
+    if (!cmd || cmd->payload_case == AEGIS__V1__COMMAND__PAYLOAD__NOT_SET)
+        return NULL;
+    /* The oneof's case value is the member's field number. */
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(
+        &aegis__v1__command__descriptor, (unsigned)cmd->payload_case);
+    return f && (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ? f->name : NULL;
 }

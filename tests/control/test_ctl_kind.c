@@ -1,8 +1,7 @@
 /*
  * The kind names (control/src/ctl_kind.c): artifact kinds against
  * artifact.proto's ArtifactKind enum, so a kind added to the proto without a
- * name here fails; command kinds against the names the database and aegisctl
- * have always used.
+ * name here fails. Command kinds are aegis_command_kind's (tests/proto/test_proto.c).
  */
 #include "ctl_kind.h"
 
@@ -70,43 +69,12 @@ static void unknown_names_and_values(void **state)
     assert_string_equal(ctl_kind_name(CTL_KIND_MAX + 1), "");
 }
 
-static void command_kinds(void **state)
-{
-    (void)state;
-    static const struct {
-        Aegis__V1__Command__PayloadCase c;
-        const char *name;
-    } want[] = {
-        {AEGIS__V1__COMMAND__PAYLOAD_APPLY_POLICY, "apply_policy"},
-        {AEGIS__V1__COMMAND__PAYLOAD_LOAD_ARTIFACT, "load_artifact"},
-        {AEGIS__V1__COMMAND__PAYLOAD_RUN_ACTION, "run_action"},
-        {AEGIS__V1__COMMAND__PAYLOAD_RESTART_AGENT, "restart_agent"},
-        {AEGIS__V1__COMMAND__PAYLOAD_UPDATE_AGENT, "update_agent"},
-        {AEGIS__V1__COMMAND__PAYLOAD_COLLECT_INVENTORY, "collect_inventory"},
-        {AEGIS__V1__COMMAND__PAYLOAD_UNLOAD_ARTIFACT, "unload_artifact"},
-    };
-    Aegis__V1__Command c = AEGIS__V1__COMMAND__INIT;
-    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-        c.payload_case = want[i].c;
-        assert_non_null(ctl_command_kind(&c));
-        assert_string_equal(ctl_command_kind(&c), want[i].name);
-    }
-    c.payload_case = AEGIS__V1__COMMAND__PAYLOAD__NOT_SET;
-    assert_null(ctl_command_kind(&c));
-    c.payload_case = (Aegis__V1__Command__PayloadCase)9999; /* no such field */
-    assert_null(ctl_command_kind(&c));
-    c.payload_case = (Aegis__V1__Command__PayloadCase)1; /* a field outside the oneof */
-    assert_null(ctl_command_kind(&c));
-    assert_null(ctl_command_kind(NULL));
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(names_match_the_proto_enum),
         cmocka_unit_test(list_names_every_kind_in_order),
         cmocka_unit_test(unknown_names_and_values),
-        cmocka_unit_test(command_kinds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

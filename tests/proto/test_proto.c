@@ -600,6 +600,39 @@ static void test_schema_acyclic_and_budget_base(void **state)
     assert_int_equal(aegis_proto_unpack_budget(SIZE_MAX), SIZE_MAX);
 }
 
+/* Every payload of the Command oneof has its field name as its kind, the names the database,
+ * aegisctl and the agent's logs have always used; a Command without one has none. */
+static void test_command_kind(void **state)
+{
+    (void)state;
+    static const struct {
+        Aegis__V1__Command__PayloadCase c;
+        const char *name;
+    } want[] = {
+        {AEGIS__V1__COMMAND__PAYLOAD_APPLY_POLICY, "apply_policy"},
+        {AEGIS__V1__COMMAND__PAYLOAD_LOAD_ARTIFACT, "load_artifact"},
+        {AEGIS__V1__COMMAND__PAYLOAD_RUN_ACTION, "run_action"},
+        {AEGIS__V1__COMMAND__PAYLOAD_RESTART_AGENT, "restart_agent"},
+        {AEGIS__V1__COMMAND__PAYLOAD_UPDATE_AGENT, "update_agent"},
+        {AEGIS__V1__COMMAND__PAYLOAD_COLLECT_INVENTORY, "collect_inventory"},
+        {AEGIS__V1__COMMAND__PAYLOAD_UNLOAD_ARTIFACT, "unload_artifact"},
+    };
+    Aegis__V1__Command cmd = AEGIS__V1__COMMAND__INIT;
+    assert_null(aegis_command_kind(NULL));
+    assert_null(aegis_command_kind(&cmd));
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        cmd.payload_case = want[i].c;
+        const char *k = aegis_command_kind(&cmd);
+        assert_non_null(k);
+        assert_string_equal(k, want[i].name);
+    }
+    /* Neither a number with no field nor a plain field's number (1, the id) is a payload. */
+    cmd.payload_case = (Aegis__V1__Command__PayloadCase)9999;
+    assert_null(aegis_command_kind(&cmd));
+    cmd.payload_case = (Aegis__V1__Command__PayloadCase)1;
+    assert_null(aegis_command_kind(&cmd));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -614,6 +647,7 @@ int main(void)
         cmocka_unit_test(test_budget_stops_merge_blowup),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_schema_acyclic_and_budget_base),
+        cmocka_unit_test(test_command_kind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

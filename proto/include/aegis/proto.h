@@ -110,6 +110,16 @@ void aegis_proto_free(ProtobufCMessage *msg, const struct aegis_mem *mem);
 int aegis_proto_pack(const ProtobufCMessage *msg, const struct aegis_mem *mem, uint8_t **pbuf,
                      size_t *plen);
 
+/*
+ * aegis_command_kind returns the name of the payload a Command carries: its
+ * field name in command.proto's payload oneof ("apply_policy",
+ * "load_artifact", "run_action", ...), or NULL when cmd is NULL or carries
+ * none. The string is static. One name for the agent's logs, aegisctl and the
+ * commands.kind column.
+ */
+struct Aegis__V1__Command;
+const char *aegis_command_kind(const struct Aegis__V1__Command *cmd);
+
 #ifdef __cplusplus
 }
 #endif
