@@ -7,6 +7,7 @@
 #include "bench_fleet.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -43,16 +44,6 @@ void fleet_db_close(struct fleet_db *db)
     free(db);
 }
 
-static void hex(const uint8_t *b, size_t n, char *out)
-{
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = d[b[i] >> 4];
-        out[2 * i + 1] = d[b[i] & 15];
-    }
-    out[2 * n] = 0;
-}
-
 int fleet_db_enroll(struct fleet_db *db, const struct fleet_ident *ids, size_t n)
 {
     PGresult *r = PQexec(db->pg, "COPY agents (id, host_id, hostname, spki_sha256,"
@@ -66,8 +57,8 @@ int fleet_db_enroll(struct fleet_db *db, const struct fleet_ident *ids, size_t n
     int rv = 0;
     for (size_t i = 0; i < n && rv == 0; i++) {
         char spki[65], mid[65], line[512];
-        hex(ids[i].spki_sha256, 32, spki);
-        hex(ids[i].machine_id_hash, 32, mid);
+        aegis_hex_encode(ids[i].spki_sha256, 32, spki, sizeof(spki));
+        aegis_hex_encode(ids[i].machine_id_hash, 32, mid, sizeof(mid));
         /* COPY text format: bytea as \x..., the backslash itself escaped. */
         int l = snprintf(line, sizeof(line),
                          "%s\t%s\t%s\t\\\\x%s\t\\\\x%s\t%s\t{\"" FLEET_LABEL_KEY

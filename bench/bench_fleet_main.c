@@ -23,6 +23,7 @@
 #include "bench_proc.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
 #include <aegis/transport_ev.h>
 #include <aegis/v1/operator.pb-c.h>
 
@@ -482,23 +483,12 @@ static void scenario_telemetry(void)
     fflush(stdout);
 }
 
-static int unhex32(const char *s, uint8_t out[32])
-{
-    if (!s || strlen(s) != 64)
-        return -EINVAL;
-    for (int i = 0; i < 32; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1)
-            return -EINVAL;
-        out[i] = (uint8_t)v;
-    }
-    return 0;
-}
-
 static void scenario_artifact(void)
 {
     uint8_t sha[32];
-    if (unhex32(O.artifact_sha, sha) != 0)
+    /* exactly 64 hex digits: a longer text does not fit sha, an odd one does not decode */
+    if (!O.artifact_sha || aegis_hex_decode(O.artifact_sha, strlen(O.artifact_sha), sha,
+                                            sizeof(sha)) != (long)sizeof(sha))
         fleet_die("artifact scenario needs --artifact-sha <64 hex> (upload it with aegisctl "
                   "artifacts upload; fleet_run.sh does)");
     size_t k = (size_t)(O.art_agents < O.n ? O.art_agents : O.n);

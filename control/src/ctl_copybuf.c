@@ -1,6 +1,7 @@
 #include "ctl_copybuf.h"
 
 #include <aegis/err.h>
+#include <aegis/hex.h>
 
 #include <errno.h>
 #include <inttypes.h>
@@ -161,27 +162,22 @@ int ctl_copybuf_double(struct ctl_copybuf *b, double v)
 
 int ctl_copybuf_bytea(struct ctl_copybuf *b, const void *p, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *in = p;
     unsigned char *o;
-    size_t i;
     int rv;
 
     if (!p && len)
         return -EINVAL;
-    if (len > (SIZE_MAX - 3) / 2)
+    if (len > (SIZE_MAX - 4) / 2)
         return b->err = AEGIS_ERR_TOO_LARGE;
-    /* bytea hex input is \x...; COPY text needs that backslash doubled. */
-    if ((rv = sep(b)) != 0 || (rv = reserve(b, 3 + 2 * len)) != 0)
+    /* bytea hex input is \x...; COPY text needs that backslash doubled. One byte more for the
+     * NUL aegis_hex_encode writes (not counted in len). */
+    if ((rv = sep(b)) != 0 || (rv = reserve(b, 4 + 2 * len)) != 0)
         return rv;
     o = b->data + b->len;
     *o++ = '\\';
     *o++ = '\\';
     *o++ = 'x';
-    for (i = 0; i < len; i++) {
-        *o++ = (unsigned char)hex[in[i] >> 4];
-        *o++ = (unsigned char)hex[in[i] & 15];
-    }
+    aegis_hex_encode(p, len, (char *)o, 2 * len + 1);
     b->len += 3 + 2 * len;
     b->fields++;
     return 0;

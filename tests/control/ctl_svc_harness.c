@@ -25,11 +25,8 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
-
-#include <wolfssl/options.h>
-#include <wolfssl/wolfcrypt/hash.h>
-#include <wolfssl/wolfcrypt/sha256.h>
 
 /* One loop for the whole test process; a non-default loop, so libev does not reap the
  * daemons this harness starts (it waits for them by PID itself). */
@@ -144,10 +141,7 @@ void th_pki_make(struct th_pki *p)
     uint8_t *spki;
     size_t sl;
     assert_int_equal(aegis_key_spki_der(p->artifact_key, &spki, &sl), 0);
-    uint8_t h[32];
-    wc_Sha256Hash(spki, (word32)sl, h);
-    for (int i = 0; i < 8; i++)
-        snprintf(p->artifact_key_id + 2 * i, 3, "%02x", h[i]);
+    assert_int_equal(aegis_key_id_from_spki(spki, sl, p->artifact_key_id), 0);
     aegis_free(NULL, spki);
     th_write_pubkey(p->artifact_key, p->dir, "artifact.pub");
     snprintf(p->artifact_pub, sizeof(p->artifact_pub), "%s/artifact.pub", p->dir);
@@ -600,7 +594,7 @@ void th_agent_new(struct th_agent *a, const char *host_id)
     snprintf(a->host_id, sizeof(a->host_id), "%s", host_id);
     char mid[128];
     snprintf(mid, sizeof(mid), "aegis-machine-id:%s", host_id);
-    wc_Sha256Hash((const byte *)mid, (word32)strlen(mid), a->mid);
+    assert_int_equal(aegis_sha256_hash(mid, strlen(mid), a->mid), 0);
     snprintf(a->version, sizeof(a->version), "0.1.0");
 }
 
