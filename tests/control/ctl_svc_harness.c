@@ -154,8 +154,9 @@ void th_pki_make(struct th_pki *p)
 
 void th_pki_free(struct th_pki *p)
 {
-    const char *names[] = {"ca.pem",     "ca.key",      "server.pem",
-                           "server.key", "command.key", "artifact.pub"};
+    /* quic-secret is written by the daemon at its first start (its stateless-reset key). */
+    const char *names[] = {"ca.pem",      "ca.key",       "server.pem", "server.key",
+                           "command.key", "artifact.pub", "quic-secret"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         char path[512];
         snprintf(path, sizeof(path), "%s/%s", p->dir, names[i]);
