@@ -59,6 +59,8 @@ struct aegis_key;
 #define AGENT_TELEMETRY_STREAM_BYTES (2u << 20)
 /* A self-update must authenticate within this long or it is rolled back. */
 #define AGENT_UPDATE_DEADLINE_S 60u
+/* Service starts of a new version on trial before update-check rolls it back. */
+#define AGENT_UPDATE_MAX_STARTS 3u
 /* Failed FetchArtifact attempts (each resuming) before the command fails. */
 #define AGENT_FETCH_MAX_ATTEMPTS 20u
 /* Built-in "sleep" action bound (a diagnostic for delivery tests). */
@@ -212,6 +214,13 @@ void agent_telemetry_stop(struct agent *a);
 /* agent_update.c */
 int agent_update_startup(struct agent *a); /* trial/rollback bookkeeping at start */
 void agent_update_on_authenticated(struct agent *a);
+/* agent_update_check is `aegis-agent update-check`, run by the service manager from the OLD
+ * binary (<exe>.prev) before every start: during a trial it counts the start and rolls back
+ * (restores <exe>.prev, marks the outcome for the old binary to ack) once there have been
+ * max_starts of them or the deadline has passed. Does nothing without a trial, after the
+ * trial, or while an agent runs on the directory. Exit code: 0, or 1 when the marker or the
+ * binary could not be written (said on stderr). */
+int agent_update_check(const char *state_dir, unsigned max_starts);
 /* agent_update_precheck refuses a downgrade (finishing the job); 0 = go on. */
 int agent_update_precheck(struct agent *a, struct agent_job *job);
 /* agent_update_install installs the verified, decompressed binary at path. */

@@ -1,5 +1,5 @@
 /*
- * aegis-agent: enroll | run | status | version.
+ * aegis-agent: enroll | run | status | update-check | version.
  */
 #include "agent_daemon.h"
 #include "agent_version.h"
@@ -20,6 +20,9 @@ static int usage(int rc)
             "                  [--bpf-pin-dir DIR] [--update-deadline SECONDS]\n"
             "                  [--log-level error|warn|info|debug]\n"
             "  aegis-agent status [--state-dir DIR] [--json]\n"
+            "  aegis-agent update-check [--state-dir DIR] [--max-starts N]\n"
+            "      (run from the previous binary before each service start while a\n"
+            "       self-update is on trial; rolls back a build that keeps failing)\n"
             "  aegis-agent version\n"
             "default state dir: " AGENT_DEFAULT_STATE_DIR "\n");
     return rc;
@@ -120,6 +123,26 @@ int main(int argc, char **argv)
                        usage(2);
         }
         return agent_status_print(dir, json);
+    }
+    if (strcmp(cmd, "update-check") == 0) {
+        const char *dir = AGENT_DEFAULT_STATE_DIR;
+        unsigned max_starts = AGENT_UPDATE_MAX_STARTS;
+        for (int i = 2; i < argc; i++) {
+            if ((v = opt(argc, argv, &i, "--state-dir")))
+                dir = v;
+            else if ((v = opt(argc, argv, &i, "--max-starts"))) {
+                char *end = NULL;
+                unsigned long n = strtoul(v, &end, 10);
+                if (*end != '\0' || n == 0 || n > 100) {
+                    fprintf(stderr, "aegis-agent update-check: --max-starts wants 1..100\n");
+                    return 2;
+                }
+                max_starts = (unsigned)n;
+            } else
+                return fprintf(stderr, "aegis-agent update-check: unknown option %s\n", argv[i]),
+                       usage(2);
+        }
+        return agent_update_check(dir, max_starts);
     }
     fprintf(stderr, "aegis-agent: unknown command %s\n", cmd);
     return usage(2);

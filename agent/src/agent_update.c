@@ -25,6 +25,14 @@
  * refuses (e.g. as a downgrade) is still rolled back.
  * Only a process still reporting the old version means the swap never
  * happened (a crash between the marker and the rename): "interrupted".
+ *
+ * A new build that passes its smoke run but crashes on every start before it
+ * reaches this code would never see its deadline. So the old binary, kept as
+ * <exe>.prev for the length of the trial, is run before every start by the
+ * service manager (aegis-agent.service: ExecStartPre runs
+ * `aegis-agent.prev update-check`): it counts the starts in the marker and
+ * rolls back once there have been AGENT_UPDATE_MAX_STARTS of them, or once the
+ * deadline has passed, without ever running the new binary's code.
  */
 #include "agent_daemon.h"
 #include "agent_version.h"
@@ -50,19 +58,21 @@ struct marker {
     char from[AGENT_VERSION_MAX], to[AGENT_VERSION_MAX];
     char exe[4096];
     uint64_t deadline; /* wall clock ns */
+    unsigned starts;   /* service starts during the trial, counted by update-check */
     char why[200];     /* rollback: why the new version failed (one line) */
 };
 
-static int marker_write(struct agent *a, const struct marker *m)
+static int marker_write(struct agent_state_dir *sd, const struct marker *m)
 {
     char buf[4900];
     int n = snprintf(buf, sizeof(buf),
-                     "state=%s\ncmd=%s\nseq=%llu\nfrom=%s\nto=%s\nexe=%s\ndeadline=%llu\nwhy=%s\n",
+                     "state=%s\ncmd=%s\nseq=%llu\nfrom=%s\nto=%s\nexe=%s\ndeadline=%llu\n"
+                     "starts=%u\nwhy=%s\n",
                      m->state, m->cmd, (unsigned long long)m->seq, m->from, m->to, m->exe,
-                     (unsigned long long)m->deadline, m->why);
+                     (unsigned long long)m->deadline, m->starts, m->why);
     if (n < 0 || (size_t)n >= sizeof(buf))
         return -ENAMETOOLONG;
-    return agent_state_dir_write(a->sd, AGENT_FILE_UPDATE, buf, (size_t)n, 0600);
+    return agent_state_dir_write(sd, AGENT_FILE_UPDATE, buf, (size_t)n, 0600);
 }
 
 static void field(const char *text, const char *key, char *out, size_t len)
@@ -82,10 +92,10 @@ static void field(const char *text, const char *key, char *out, size_t len)
     }
 }
 
-static int marker_read(struct agent *a, struct marker *m)
+static int marker_read(struct agent_state_dir *sd, struct marker *m)
 {
     char buf[4900], num[32];
-    int rv = agent_read_small(agent_state_dir_path(a->sd), AGENT_FILE_UPDATE, buf, sizeof(buf));
+    int rv = agent_read_small(agent_state_dir_path(sd), AGENT_FILE_UPDATE, buf, sizeof(buf));
     if (rv != 0)
         return rv;
     memset(m, 0, sizeof(*m));
@@ -98,16 +108,18 @@ static int marker_read(struct agent *a, struct marker *m)
     field(buf, "exe", m->exe, sizeof(m->exe));
     field(buf, "deadline", num, sizeof(num));
     m->deadline = strtoull(num, NULL, 10);
+    field(buf, "starts", num, sizeof(num)); /* absent in markers of older versions: 0 */
+    m->starts = (unsigned)strtoul(num, NULL, 10);
     field(buf, "why", m->why, sizeof(m->why));
     return m->cmd[0] && m->exe[0] ? 0 : AEGIS_ERR_MALFORMED;
 }
 
-static void marker_remove(struct agent *a)
+static void marker_remove(struct agent_state_dir *sd)
 {
     char path[4096];
-    agent_state_dir_path_of(a->sd, AGENT_FILE_UPDATE, path, sizeof(path));
+    agent_state_dir_path_of(sd, AGENT_FILE_UPDATE, path, sizeof(path));
     unlink(path);
-    agent_io_fsync_dir(NULL, agent_state_dir_path(a->sd));
+    agent_io_fsync_dir(NULL, agent_state_dir_path(sd));
 }
 
 static void finish_update(struct agent *a, const struct marker *m, int ok, const char *detail)
@@ -119,27 +131,17 @@ static void finish_update(struct agent *a, const struct marker *m, int ok, const
     snprintf(a->last_command, sizeof(a->last_command), "%s update_agent", m->cmd);
     snprintf(a->last_command_state, sizeof(a->last_command_state), "%s",
              ok ? "succeeded" : "failed");
-    marker_remove(a);
+    marker_remove(a->sd);
 }
 
-/* Put the old binary back and run it. */
-static void rollback(struct agent *a, struct marker *m, const char *why)
+/* restore_prev renames <exe>.prev over <exe> and records "rollback" and why in the marker, for
+ * the old binary to ack at its start. 0 or -errno (nothing changed). */
+static int restore_prev(struct agent_state_dir *sd, struct marker *m, const char *why)
 {
     char prev[4200];
     snprintf(prev, sizeof(prev), "%s.prev", m->exe);
-    AEGIS_LOG(&a->log, AEGIS_LOG_ERROR, "event=update_rollback from=%s to=%s reason=\"%s\"", m->to,
-              m->from, why);
-    if (rename(prev, m->exe) != 0) {
-        AEGIS_LOG(&a->log, AEGIS_LOG_ERROR, "event=update_rollback_failed error=\"%s\"",
-                  strerror(errno));
-        char d[512];
-        snprintf(d, sizeof(d),
-                 "failed: version %s did not authenticate (%s) and the old binary "
-                 "could not be restored: %s",
-                 m->to, why, strerror(errno));
-        finish_update(a, m, 0, d);
-        return;
-    }
+    if (rename(prev, m->exe) != 0)
+        return -errno;
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s", m->exe);
     char *slash = strrchr(dir, '/');
@@ -152,7 +154,27 @@ static void rollback(struct agent *a, struct marker *m, const char *why)
     for (char *p = m->why; *p; p++)
         if (*p == '\n' || *p == '\r' || *p == '"')
             *p = '\'';
-    marker_write(a, m);
+    marker_write(sd, m);
+    return 0;
+}
+
+/* Put the old binary back and run it. */
+static void rollback(struct agent *a, struct marker *m, const char *why)
+{
+    AEGIS_LOG(&a->log, AEGIS_LOG_ERROR, "event=update_rollback from=%s to=%s reason=\"%s\"", m->to,
+              m->from, why);
+    int rv = restore_prev(a->sd, m, why);
+    if (rv != 0) {
+        AEGIS_LOG(&a->log, AEGIS_LOG_ERROR, "event=update_rollback_failed error=\"%s\"",
+                  strerror(-rv));
+        char d[512];
+        snprintf(d, sizeof(d),
+                 "failed: version %s did not authenticate (%s) and the old binary "
+                 "could not be restored: %s",
+                 m->to, why, strerror(-rv));
+        finish_update(a, m, 0, d);
+        return;
+    }
     snprintf(a->exe_path, sizeof(a->exe_path), "%s", m->exe);
     agent_restart(a);
 }
@@ -163,7 +185,7 @@ static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct agent *a = w->data;
     struct marker m;
-    if (!a->update_trial || marker_read(a, &m) != 0)
+    if (!a->update_trial || marker_read(a->sd, &m) != 0)
         return;
     rollback(a, &m, a->last_error[0] ? a->last_error : "no successful Authenticate");
 }
@@ -171,13 +193,13 @@ static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 int agent_update_startup(struct agent *a)
 {
     struct marker m;
-    int rv = marker_read(a, &m);
+    int rv = marker_read(a->sd, &m);
     if (rv == -ENOENT)
         return 0;
     if (rv != 0) {
         AEGIS_LOG(&a->log, AEGIS_LOG_WARN, "event=update_marker_damaged error=\"%s\"",
                   aegis_strerror(rv));
-        marker_remove(a);
+        marker_remove(a->sd);
         return 0;
     }
     snprintf(a->update_cmd, sizeof(a->update_cmd), "%s", m.cmd);
@@ -218,7 +240,7 @@ void agent_update_on_authenticated(struct agent *a)
     struct marker m;
     a->update_trial = 0;
     ev_timer_stop(a->loop, &a->update_timer);
-    if (marker_read(a, &m) != 0)
+    if (marker_read(a->sd, &m) != 0)
         return;
     char d[256], prev[4200];
     const char *me = agent_version_string();
@@ -560,12 +582,12 @@ void agent_update_install(struct agent *a, struct agent_job *job, const char *pa
         a->opts->update_deadline_s ? a->opts->update_deadline_s : AGENT_UPDATE_DEADLINE_S;
     m.deadline = aegis_wallclock() + secs * AEGIS_NS_PER_S;
     if (rv == 0)
-        rv = marker_write(a, &m);
+        rv = marker_write(a->sd, &m);
     if (rv == 0 && rename(newp, a->exe_path) != 0)
         rv = -errno;
     if (rv != 0) {
         unlink(newp);
-        marker_remove(a);
+        marker_remove(a->sd);
         snprintf(d, sizeof(d), "failed: cannot install the new binary beside %.300s: %s",
                  a->exe_path, aegis_strerror(rv));
         agent_exec_job_done(a, job, 0, d, NULL, 0);
@@ -580,4 +602,63 @@ void agent_update_install(struct agent *a, struct agent_job *job, const char *pa
     /* The job stays "running" (not finished in the seen journal): the new
      * process owns its outcome. */
     agent_restart(a);
+}
+
+int agent_update_check(const char *state_dir, unsigned max_starts)
+{
+    char err[512] = "";
+    struct agent_state_dir *sd = NULL;
+    int rv = agent_state_dir_open(state_dir, 0, NULL, NULL, err, sizeof(err), &sd);
+    if (rv == 0)
+        rv = agent_state_dir_lock(sd, getpid(), err, sizeof(err));
+    if (rv != 0) {
+        /* -EBUSY: an agent runs on this directory; it keeps its own deadline */
+        fprintf(stderr, "aegis-agent update-check: %s\n", err[0] ? err : aegis_strerror(rv));
+        agent_state_dir_del(sd);
+        return rv == -EBUSY ? 0 : 1;
+    }
+    struct marker m;
+    rv = marker_read(sd, &m);
+    if (rv != 0 || strcmp(m.state, "trial") != 0) {
+        /* no update under way, or its outcome is waiting for the agent to ack it */
+        if (rv != 0 && rv != -ENOENT)
+            fprintf(stderr, "aegis-agent update-check: %s/%s: %s (the agent will drop it)\n",
+                    state_dir, AGENT_FILE_UPDATE, aegis_strerror(rv));
+        agent_state_dir_del(sd);
+        return 0;
+    }
+    char prev[4200];
+    struct stat se, sp;
+    snprintf(prev, sizeof(prev), "%s.prev", m.exe);
+    if (stat(prev, &sp) != 0 ||
+        (stat(m.exe, &se) == 0 && se.st_dev == sp.st_dev && se.st_ino == sp.st_ino)) {
+        /* the swap never happened: the old binary starts and acks "interrupted" */
+        agent_state_dir_del(sd);
+        return 0;
+    }
+    m.starts++;
+    char why[200] = "";
+    if (m.starts >= max_starts)
+        snprintf(why, sizeof(why), "started %u times without authenticating", m.starts);
+    else if (aegis_wallclock() >= m.deadline)
+        snprintf(why, sizeof(why), "its deadline passed before it authenticated");
+    if (!why[0]) {
+        rv = marker_write(sd, &m);
+        if (rv != 0)
+            fprintf(stderr, "aegis-agent update-check: cannot count the start in %s/%s: %s\n",
+                    state_dir, AGENT_FILE_UPDATE, aegis_strerror(rv));
+        else
+            fprintf(stderr, "aegis-agent update-check: version %s on trial, start %u of %u\n", m.to,
+                    m.starts, max_starts);
+        agent_state_dir_del(sd);
+        return rv == 0 ? 0 : 1;
+    }
+    rv = restore_prev(sd, &m, why);
+    if (rv != 0)
+        fprintf(stderr, "aegis-agent update-check: %s; cannot restore %s: %s\n", why, prev,
+                strerror(-rv));
+    else
+        fprintf(stderr, "aegis-agent update-check: %s; rolled back to %s\n", why, m.from);
+    agent_state_dir_del(sd);
+    return rv == 0 ? 0 : 1;
 }

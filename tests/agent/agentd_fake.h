@@ -21,7 +21,7 @@ struct fconn;
 #define FAKE_MAX_CMDS 64
 #define FAKE_MAX_ACKS 512
 #define FAKE_MAX_BATCHES 8192
-#define FAKE_MAX_ARTS 4
+#define FAKE_MAX_ARTS 8
 
 struct fake_ack {
     char id[64];

@@ -634,6 +634,58 @@ static void test_policy(void **st)
 }
 
 #ifdef AGENT_NEXT_BIN
+/*
+ * A build that passes its smoke run but dies on every start before it authenticates (here a
+ * script that prints the right version and kills itself otherwise) never reaches its own
+ * deadline. The test plays the service manager: after each death it runs the previous binary's
+ * `update-check` (aegis-agent.service's ExecStartPre) and starts the agent again. The third
+ * start is refused: update-check puts 99.0.0 back, which acks the update FAILED and says why.
+ */
+static void crash_loop_rolled_back(void)
+{
+    static const char script[] =
+        "#!/bin/sh\n"
+        "if [ \"$1\" = version ]; then echo 'aegis-agent 101.0.0'; exit 0; fi\n"
+        "kill -SEGV $$\n";
+    size_t art =
+        fake_add_artifact(&F, "aegis-agent", AEGIS__V1__ARTIFACT_KIND__ARTIFACT_KIND_AGENT_BINARY,
+                          "101.0.0", (const uint8_t *)script, sizeof(script) - 1, 1, 0);
+    int auths = F.auths_ok;
+    size_t up = push_update(art, "101.0.0");
+    char prev[600];
+    snprintf(prev, sizeof(prev), "%s.prev", bin);
+    int deaths = 0;
+    while (deaths < 6) {
+        int st = 0;
+        assert_true(wait_exit(agent_pid, 30, &st));
+        assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV); /* the new build died */
+        deaths++;
+        char *cargv[] = {prev, "update-check", "--state-dir", state, NULL};
+        assert_int_equal(run_cli(cargv), 0);
+        start_agent(NULL);
+        if (access(prev, F_OK) != 0)
+            break; /* renamed back over the binary: 99.0.0 is starting */
+    }
+    /* started by the re-exec and twice by the "service manager"; the third restart found 99.0.0 */
+    assert_int_equal(deaths, 3);
+    WAIT_FOR(fake_find_ack(&F, ID(up), S_FAILED) || fake_find_ack(&F, ID(up), S_OK), 60);
+    const struct fake_ack *k = fake_find_ack(&F, ID(up), S_FAILED);
+    if (k == NULL)
+        dump_log();
+    assert_non_null(k);
+    assert_non_null(strstr(k->detail, "started 3 times without authenticating"));
+    assert_non_null(strstr(k->detail, "rolled back to 99.0.0"));
+    assert_null(fake_find_ack(&F, ID(up), S_OK));
+    WAIT_FOR(F.auths_ok > auths, 20);
+    assert_string_equal(F.last_version, "99.0.0");
+    char *vargv[] = {bin, "version", NULL};
+    clear_log();
+    assert_int_equal(run_cli(vargv), 0);
+    assert_true(log_has("aegis-agent 99.0.0"));
+}
+#endif
+
+#ifdef AGENT_NEXT_BIN
 static void test_self_update(void **st)
 {
     (void)st;
@@ -691,6 +743,7 @@ static void test_self_update(void **st)
     assert_true(d >= 1000);
     F.refuse_version[0] = '\0';
 #    endif
+    crash_loop_rolled_back();
     clear_log();
     char *vargv[] = {bin, "version", NULL};
     assert_int_equal(run_cli(vargv), 0);
