@@ -55,6 +55,9 @@ W=$(mktemp -d "${TMPDIR:-/tmp}/aegis-soak.XXXXXX")
 chmod 0755 "$W"
 OUT=${OUT:-$W/out}
 mkdir -p "$OUT"
+# a reused --out directory must not mix an earlier run's samples or summaries into this one
+rm -f "$OUT/samples" "$OUT"/sim-*.sum
+: >"$OUT/samples"
 CPID="" SENDPID=""
 SIMPIDS=()
 cleanup() {
