@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -203,9 +204,13 @@ void th_daemon_start(struct th_daemon *d, const struct th_pki *p, const char *ds
     for (size_t i = 0; extra && extra[i] && n < 62; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
+    pid_t parent = getpid();
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        /* killed with the test process even when it aborts */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
         dup2(out[1], 1);
         int fd = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd >= 0)

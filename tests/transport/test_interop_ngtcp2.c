@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -75,8 +76,12 @@ static int our_client_vs_gtlsserver(struct tpki *pki, const char *dir)
     snprintf(port, sizeof(port), "%u", aegis_ev_port(probe));
     aegis_ev_del(probe);
     fflush(stdout);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        /* killed with the test process even when it aborts */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
         FILE *o = freopen(outp, "w", stdout);
         (void)o;
         dup2(fileno(stdout), 2);
@@ -186,8 +191,12 @@ int main(void)
     snprintf(port, sizeof(port), "%u", aegis_ev_port(srv));
 
     fflush(stdout);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        /* killed with the test process even when it aborts */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
         FILE *o = freopen(outp, "w", stdout);
         (void)o;
         dup2(fileno(stdout), 2);
