@@ -40,6 +40,21 @@ static const char *opt(int argc, char **argv, int *i, const char *name)
     return argv[++*i];
 }
 
+/* uint_opt parses a whole number in 1..max for option `name` of subcommand `cmd`; on bad
+ * input it says what the option wants and returns -1. */
+static int uint_opt(const char *cmd, const char *name, const char *v, unsigned long max,
+                    const char *unit, unsigned *out)
+{
+    char *end = NULL;
+    unsigned long n = strtoul(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n == 0 || n > max) {
+        fprintf(stderr, "aegis-agent %s: %s wants 1..%lu%s\n", cmd, name, max, unit);
+        return -1;
+    }
+    *out = (unsigned)n;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -87,13 +102,9 @@ int main(int argc, char **argv)
             else if ((v = opt(argc, argv, &i, "--bpf-pin-dir")))
                 o.bpf_pin_dir = v;
             else if ((v = opt(argc, argv, &i, "--update-deadline"))) {
-                char *end = NULL;
-                unsigned long s = strtoul(v, &end, 10);
-                if (*end != '\0' || s == 0 || s > 3600) {
-                    fprintf(stderr, "aegis-agent run: --update-deadline wants 1..3600 seconds\n");
+                if (uint_opt("run", "--update-deadline", v, 3600, " seconds",
+                             &o.update_deadline_s) != 0)
                     return 2;
-                }
-                o.update_deadline_s = (unsigned)s;
             } else if ((v = opt(argc, argv, &i, "--iface"))) {
                 if (o.nifaces == AGENT_MAX_IFACES) {
                     fprintf(stderr, "aegis-agent run: at most %d --iface\n", AGENT_MAX_IFACES);
@@ -131,13 +142,8 @@ int main(int argc, char **argv)
             if ((v = opt(argc, argv, &i, "--state-dir")))
                 dir = v;
             else if ((v = opt(argc, argv, &i, "--max-starts"))) {
-                char *end = NULL;
-                unsigned long n = strtoul(v, &end, 10);
-                if (*end != '\0' || n == 0 || n > 100) {
-                    fprintf(stderr, "aegis-agent update-check: --max-starts wants 1..100\n");
+                if (uint_opt("update-check", "--max-starts", v, 100, "", &max_starts) != 0)
                     return 2;
-                }
-                max_starts = (unsigned)n;
             } else
                 return fprintf(stderr, "aegis-agent update-check: unknown option %s\n", argv[i]),
                        usage(2);

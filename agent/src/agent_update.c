@@ -608,34 +608,31 @@ int agent_update_check(const char *state_dir, unsigned max_starts)
 {
     char err[512] = "";
     struct agent_state_dir *sd = NULL;
+    struct marker m;
     int rv = agent_state_dir_open(state_dir, 0, NULL, NULL, err, sizeof(err), &sd);
     if (rv == 0)
         rv = agent_state_dir_lock(sd, getpid(), err, sizeof(err));
     if (rv != 0) {
         /* -EBUSY: an agent runs on this directory; it keeps its own deadline */
         fprintf(stderr, "aegis-agent update-check: %s\n", err[0] ? err : aegis_strerror(rv));
-        agent_state_dir_del(sd);
-        return rv == -EBUSY ? 0 : 1;
+        rv = rv == -EBUSY ? 0 : -1;
+        goto out;
     }
-    struct marker m;
     rv = marker_read(sd, &m);
     if (rv != 0 || strcmp(m.state, "trial") != 0) {
         /* no update under way, or its outcome is waiting for the agent to ack it */
         if (rv != 0 && rv != -ENOENT)
             fprintf(stderr, "aegis-agent update-check: %s/%s: %s (the agent will drop it)\n",
                     state_dir, AGENT_FILE_UPDATE, aegis_strerror(rv));
-        agent_state_dir_del(sd);
-        return 0;
+        rv = 0;
+        goto out;
     }
     char prev[4200];
     struct stat se, sp;
     snprintf(prev, sizeof(prev), "%s.prev", m.exe);
     if (stat(prev, &sp) != 0 ||
-        (stat(m.exe, &se) == 0 && se.st_dev == sp.st_dev && se.st_ino == sp.st_ino)) {
-        /* the swap never happened: the old binary starts and acks "interrupted" */
-        agent_state_dir_del(sd);
-        return 0;
-    }
+        (stat(m.exe, &se) == 0 && se.st_dev == sp.st_dev && se.st_ino == sp.st_ino))
+        goto out; /* the swap never happened: the old binary starts and acks "interrupted" */
     m.starts++;
     char why[200] = "";
     if (m.starts >= max_starts)
@@ -643,22 +640,19 @@ int agent_update_check(const char *state_dir, unsigned max_starts)
     else if (aegis_wallclock() >= m.deadline)
         snprintf(why, sizeof(why), "its deadline passed before it authenticated");
     if (!why[0]) {
-        rv = marker_write(sd, &m);
-        if (rv != 0)
+        if ((rv = marker_write(sd, &m)) != 0)
             fprintf(stderr, "aegis-agent update-check: cannot count the start in %s/%s: %s\n",
                     state_dir, AGENT_FILE_UPDATE, aegis_strerror(rv));
         else
             fprintf(stderr, "aegis-agent update-check: version %s on trial, start %u of %u\n", m.to,
                     m.starts, max_starts);
-        agent_state_dir_del(sd);
-        return rv == 0 ? 0 : 1;
-    }
-    rv = restore_prev(sd, &m, why);
-    if (rv != 0)
+    } else if ((rv = restore_prev(sd, &m, why)) != 0) {
         fprintf(stderr, "aegis-agent update-check: %s; cannot restore %s: %s\n", why, prev,
                 strerror(-rv));
-    else
+    } else {
         fprintf(stderr, "aegis-agent update-check: %s; rolled back to %s\n", why, m.from);
+    }
+out:
     agent_state_dir_del(sd);
     return rv == 0 ? 0 : 1;
 }

@@ -5,6 +5,7 @@
 #include "ctl_cli.h"
 #include "ctl_kind.h"
 
+#include <aegis/proto.h>
 #include <aegis/v1/operator.pb-c.h>
 
 #include <json-c/json.h>

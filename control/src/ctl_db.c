@@ -732,9 +732,8 @@ static void op_complete(struct conn *c)
         sqlstate = PQresultErrorField(res.err, PG_DIAG_SQLSTATE);
         rv = lost_sqlstate(sqlstate) ? AEGIS_ERR_CLOSED : AEGIS_ERR_DATABASE;
         /* One (prepared or parameterized) statement is its own transaction, rolled back whole:
-         * run it again
-         * (at the back of the queue, behind the winner) rather than fail a caller for another
-         * session's lock order. Simple-query strings and COPY are not re-run. */
+         * run it again (at the back of the queue, behind the winner) rather than fail a caller
+         * for another session's lock order. Simple-query strings and COPY are not re-run. */
         again = (r->kind == REQ_PARAMS || r->kind == REQ_PREPARED) && conflict_sqlstate(sqlstate) &&
                 r->conflicts < CTL_DB_CONFLICT_RETRIES;
     } else if (r->kind == REQ_COPY && !c->copy_ended) {

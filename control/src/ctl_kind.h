@@ -1,15 +1,11 @@
 /*
- * Names of kinds, shared by aegisctl and aegis-control:
- * - artifact kinds: aegisctl --kind and the artifacts.kind column
- *   (0003_artifacts_policies.sql); the ArtifactKind values of artifact.proto,
- *   lower case, without the ARTIFACT_KIND_ prefix;
- * - command kinds: what a Command carries, as aegisctl shows it and
- *   commands.kind stores it; the names of command.proto's payload oneof.
+ * Artifact kind names, shared by aegisctl and aegis-control: aegisctl --kind
+ * and the artifacts.kind column (0003_artifacts_policies.sql); the ArtifactKind
+ * values of artifact.proto, lower case, without the ARTIFACT_KIND_ prefix.
+ * Command kinds (commands.kind) are aegis_command_kind's (aegis/proto.h).
  */
 #ifndef CTL_KIND_H
 #define CTL_KIND_H
-
-#include <aegis/proto.h>
 
 /* Highest ArtifactKind value with a name (ARTIFACT_KIND_FILE). */
 #define CTL_KIND_MAX 5
@@ -23,7 +19,5 @@ const char *ctl_kind_name(int kind);
 /* ctl_kind_from_name maps a name back (case-insensitive); 0 if it names no
  * kind. */
 int ctl_kind_from_name(const char *name);
-
-/* Command kinds: aegis_command_kind (aegis/proto.h), shared with the agent. */
 
 #endif
